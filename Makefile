@@ -1,0 +1,51 @@
+# Two commands do all set-up on a fresh machine with only python3 and pip:
+#   make demo   run the demo (server + clients + forced disconnects) on the embedded SQLite store
+#   make test   install everything, start the servers the tests need, run every test, lint, type check
+SHELL := /bin/bash
+PYTHON ?= python3
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON := $(PYTHON)
+
+.PHONY: setup demo test lint typecheck pytest bench chaos js services clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q 'uv==0.13.8'
+
+setup: $(UV)
+	$(UV) sync --locked --all-packages --all-extras --group dev -q
+
+js:
+	bash scripts/install-js.sh
+
+services:
+	bash scripts/install-services.sh
+
+demo: setup
+	$(PY) contrib/examples/demo.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: setup
+	$(VENV)/bin/mypy core/src
+
+pytest: setup services js
+	$(PY) -m pytest -q -p no:randomly
+
+test: lint typecheck pytest
+
+bench: setup services js
+	$(PY) bench/run.py
+
+chaos: setup services js
+	$(PY) bench/chaos.py
+
+clean:
+	rm -rf $(VENV) $(TOOLS) tests/js/node_modules

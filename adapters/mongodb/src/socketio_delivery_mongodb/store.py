@@ -1,0 +1,5 @@
+"""Placeholder: implemented in its issue."""
+
+
+class MongoEventStore:
+    pass

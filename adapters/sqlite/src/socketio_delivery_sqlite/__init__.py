@@ -1,0 +1,5 @@
+"""sqlite store for socketio-delivery."""
+
+from .store import SQLiteEventStore
+
+__all__ = ["SQLiteEventStore"]

@@ -1,0 +1,31 @@
+"""Delivery guarantees for python-socketio servers, on pluggable event stores."""
+
+from .errors import (
+    ConfigurationError,
+    DeliveryError,
+    InvalidArgumentError,
+    InvalidOffsetError,
+    OffsetUnavailableError,
+    StoreError,
+    StoreUnavailableError,
+)
+from .registry import available_schemes, open_store, register
+from .store import Capability, Event, EventStore, KeyState, Reservation
+
+__all__ = [
+    "Capability",
+    "ConfigurationError",
+    "DeliveryError",
+    "Event",
+    "EventStore",
+    "InvalidArgumentError",
+    "InvalidOffsetError",
+    "KeyState",
+    "OffsetUnavailableError",
+    "Reservation",
+    "StoreError",
+    "StoreUnavailableError",
+    "available_schemes",
+    "open_store",
+    "register",
+]

@@ -1,0 +1,224 @@
+"""The in-memory store: the reference implementation of the contract.
+
+Fast and safe under concurrent tasks of one event loop (no operation awaits
+between reading and writing its data). Not durable and not shared between
+processes. URL: ``memory://`` (every URL opens a new, empty store).
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+import secrets
+import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import StoreOptions, build_options, parse_url
+from .errors import InvalidArgumentError, InvalidOffsetError, OffsetUnavailableError
+from .store import DEFAULT_PAGE_SIZE, Capability, Event, KeyState, Reservation, new_id
+from .validate import check_key, check_limit, check_offset, check_rooms, check_stream, check_ttl
+
+__all__ = ["MemoryEventStore", "MemoryOptions"]
+
+_OFFSET = re.compile(r"([0-9a-f]{8})-([0-9a-f]{12})")
+_SWEEP_EVERY = 1024
+
+
+@dataclass(frozen=True)
+class MemoryOptions(StoreOptions):
+    max_events: int | None = 100_000
+
+
+@dataclass
+class _Stream:
+    seqs: list[int] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    start: int = 0  # index of the oldest retained event in seqs/events
+    last_seq: int = 0
+    trimmed_upto: int = 0  # seq of the newest trimmed event
+
+
+def _json_copy(value: Any, what: str) -> Any:
+    try:
+        return json.loads(json.dumps(value))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"{what} must be a JSON value: {exc}") from exc
+
+
+class MemoryEventStore:
+    """An :class:`~socketio_delivery.EventStore` held in this process's memory."""
+
+    capabilities: frozenset[Capability] = frozenset()
+
+    def __init__(self, options: MemoryOptions | None = None) -> None:
+        self.options = options or MemoryOptions()
+        self.epoch = secrets.token_hex(4)
+        self._streams: dict[str, _Stream] = {}
+        self._sessions: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._keys: dict[str, tuple[KeyState, float, Any]] = {}
+        self._ops = 0
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> MemoryEventStore:
+        return cls(build_options(MemoryOptions, parse_url(url), options))
+
+    async def open(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def generate_id(self) -> str:
+        return new_id()
+
+    # -- events -------------------------------------------------------------------
+    def _offset(self, seq: int) -> str:
+        return f"{self.epoch}-{seq:012x}"
+
+    def _seq_of(self, offset: object) -> int:
+        text = check_offset(offset)
+        match = _OFFSET.fullmatch(text)
+        if match is None:
+            raise InvalidOffsetError(f"{text[:40]!r} is not an offset of the memory store")
+        if match.group(1) != self.epoch:
+            raise OffsetUnavailableError(f"offset {text!r} is from another epoch of this store", offset=text)
+        return int(match.group(2), 16)
+
+    async def persist(
+        self,
+        stream: str,
+        data: Any,
+        *,
+        rooms: Collection[str] = (),
+        exclude: Collection[str] = (),
+    ) -> Event:
+        check_stream(stream)
+        event_rooms = check_rooms(rooms)
+        event_exclude = check_rooms(exclude, "exclude")
+        copied = _json_copy(data, "event data")
+        s = self._streams.setdefault(stream, _Stream())
+        s.last_seq += 1
+        event = Event(self._offset(s.last_seq), copied, event_rooms, event_exclude, time.time())
+        s.seqs.append(s.last_seq)
+        s.events.append(event)
+        self._apply_retention(s, event.timestamp)
+        self._tick()
+        return event
+
+    async def fetch_since(
+        self,
+        stream: str,
+        offset: str | None,
+        *,
+        rooms: Collection[str] | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> list[Event]:
+        check_stream(stream)
+        check_limit(limit)
+        wanted = None if rooms is None else frozenset(check_rooms(rooms))
+        seq = 0 if offset is None else self._seq_of(offset)
+        s = self._streams.get(stream)
+        if s is None:
+            if seq != 0:
+                raise OffsetUnavailableError(f"offset {offset!r} is not held by this store", offset=offset)
+            return []
+        self._apply_retention(s, time.time())
+        if offset is not None and (seq < s.trimmed_upto or seq > s.last_seq):
+            raise OffsetUnavailableError(
+                f"events after offset {offset!r} are no longer held (retention) or it is unknown",
+                offset=offset,
+            )
+        out: list[Event] = []
+        i = bisect.bisect_right(s.seqs, seq, lo=s.start)
+        events = s.events
+        while i < len(events) and len(out) < limit:
+            event = events[i]
+            if wanted is None or not event.rooms or not wanted.isdisjoint(event.rooms):
+                out.append(event)
+            i += 1
+        return out
+
+    async def last_offset(self, stream: str) -> str:
+        check_stream(stream)
+        s = self._streams.get(stream)
+        return self._offset(s.last_seq if s else 0)
+
+    async def trim(self, stream: str | None = None) -> int:
+        now = time.time()
+        if stream is not None:
+            check_stream(stream)
+            s = self._streams.get(stream)
+            return self._apply_retention(s, now) if s else 0
+        return sum(self._apply_retention(s, now) for s in self._streams.values())
+
+    def _apply_retention(self, s: _Stream, now: float) -> int:
+        drop_to = s.start
+        max_events, max_age = self.options.max_events, self.options.max_age
+        if max_events is not None and len(s.seqs) - drop_to > max_events:
+            drop_to = len(s.seqs) - max_events
+        if max_age is not None:
+            cutoff = now - max_age
+            while drop_to < len(s.events) and s.events[drop_to].timestamp < cutoff:
+                drop_to += 1
+        dropped = drop_to - s.start
+        if dropped:
+            s.trimmed_upto = s.seqs[drop_to - 1]
+            s.start = drop_to
+            if s.start > 1024 and s.start * 2 > len(s.seqs):
+                del s.seqs[: s.start]
+                del s.events[: s.start]
+                s.start = 0
+        return dropped
+
+    # -- sessions -------------------------------------------------------------------
+    async def save_session(self, key: str, record: Mapping[str, Any], ttl: float) -> None:
+        check_key(key)
+        expires = time.monotonic() + check_ttl(ttl)
+        if not isinstance(record, Mapping):
+            raise InvalidArgumentError("a session record must be a mapping")
+        self._sessions[key] = (expires, _json_copy(dict(record), "session record"))
+        self._tick()
+
+    async def claim_session(self, key: str) -> dict[str, Any] | None:
+        check_key(key)
+        item = self._sessions.pop(key, None)
+        if item is None or item[0] <= time.monotonic():
+            return None
+        return item[1]
+
+    # -- idempotency keys -------------------------------------------------------------
+    async def reserve_key(self, key: str, lease: float) -> Reservation:
+        check_key(key)
+        expires = time.monotonic() + check_ttl(lease, "lease")
+        item = self._keys.get(key)
+        if item is not None and item[1] > time.monotonic():
+            state, _, result = item
+            return Reservation(state, result if state is KeyState.DONE else None)
+        self._keys[key] = (KeyState.PENDING, expires, None)
+        self._tick()
+        return Reservation(KeyState.ACQUIRED)
+
+    async def complete_key(self, key: str, result: Any, ttl: float) -> None:
+        check_key(key)
+        expires = time.monotonic() + check_ttl(ttl)
+        self._keys[key] = (KeyState.DONE, expires, _json_copy(result, "result"))
+
+    async def release_key(self, key: str) -> None:
+        check_key(key)
+        item = self._keys.get(key)
+        if item is not None and item[0] is KeyState.PENDING:
+            del self._keys[key]
+
+    def _tick(self) -> None:
+        """Drop expired sessions and keys now and then, so memory stays bounded."""
+        self._ops += 1
+        if self._ops % _SWEEP_EVERY:
+            return
+        now = time.monotonic()
+        for k in [k for k, v in self._sessions.items() if v[0] <= now]:
+            del self._sessions[k]
+        for k in [k for k, v in self._keys.items() if v[1] <= now]:
+            del self._keys[k]
