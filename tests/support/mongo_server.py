@@ -1,0 +1,1 @@
+"""Session fixtures for a real MongoDB-compatible server, SecantusDB (see adapters/mongodb)."""

@@ -1,0 +1,1 @@
+"""Session fixtures for a real redis-server (see adapters/redis)."""
