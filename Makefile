@@ -11,14 +11,21 @@ export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: setup demo test lint typecheck pytest bench chaos js services clean
+.PHONY: setup lock demo test lint typecheck pytest bench chaos js services clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install -q 'uv==0.13.8'
 
+# requirements-dev.txt pins every package (versions only); `make lock` regenerates it.
 setup: $(UV)
-	$(UV) sync --locked --all-packages --all-extras --group dev -q
+	@test -x $(PY) || $(UV) venv -q $(VENV)
+	$(UV) pip sync -q --python $(PY) requirements-dev.txt
+
+lock: $(UV)
+	$(UV) lock -q
+	$(UV) export -q --all-packages --all-extras --group dev --no-hashes --no-header \
+		--format requirements-txt -o requirements-dev.txt
 
 js:
 	bash scripts/install-js.sh
