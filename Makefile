@@ -20,6 +20,7 @@ $(UV):
 # requirements-dev.txt pins every package (versions only); `make lock` regenerates it.
 setup: $(UV)
 	@test -x $(PY) || $(UV) venv -q $(VENV)
+	@if [ -f uv.lock ] && [ uv.lock -nt requirements-dev.txt ]; then $(MAKE) --no-print-directory lock; fi
 	$(UV) pip sync -q --python $(PY) requirements-dev.txt
 
 lock: $(UV)
