@@ -42,7 +42,7 @@ def scheme() -> Iterator[Any]:
 def test_stores_lists_installed_schemes_with_their_distribution() -> None:
     code, out, _ = run("stores")
     assert code == 0
-    header, rule, *rows = out.splitlines()
+    header, _rule, *rows = out.splitlines()
     assert header.split() == ["scheme", "distribution", "version", "object"]
     by_scheme = {row.split()[0]: row.split() for row in rows}
     memory = by_scheme["memory"]
@@ -75,7 +75,7 @@ def test_check_reads_the_url_from_the_environment(monkeypatch: pytest.MonkeyPatc
 
 def test_check_without_any_url_says_how_to_give_one(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SOCKETIO_DELIVERY_STORE_URL", raising=False)
-    code, out, err = run("check")
+    code, _out, err = run("check")
     assert code == 1
     assert err == (
         "socketio-delivery: error: no store URL: pass one (socketio-delivery check URL) "
@@ -114,7 +114,8 @@ def test_unreachable_store_is_one_line_with_the_cause_and_no_password(scheme: An
     assert code == 1
     assert "s3cr3t" not in out + err
     assert "unreachable://app:***@127.0.0.1:1/0" in out
-    assert "open" in out and "FAILED" in out
+    assert "open" in out
+    assert "FAILED" in out
     assert err.startswith("socketio-delivery: error: StoreUnavailableError: cannot reach app:***@")
     assert "(ConnectionRefusedError: " in err
     assert err.count("\n") == 1
