@@ -22,6 +22,7 @@ __all__ = ["StoreOptions", "StoreURL", "build_options", "parse_url"]
 
 #: Environment variable read when no store is configured.
 ENV_STORE_URL = "SOCKETIO_DELIVERY_STORE_URL"
+_MEMORY = ":memory:"
 
 
 @dataclass(frozen=True)
@@ -51,16 +52,32 @@ def redact(url: str) -> str:
 
 
 def parse_url(url: str) -> StoreURL:
-    """Split a store URL. ``sqlite:///rel.db`` has path ``rel.db``, ``sqlite:////abs.db`` ``/abs.db``."""
+    """Split a store URL. ``sqlite:///rel.db`` has path ``rel.db``, ``sqlite:////abs.db`` ``/abs.db``.
+
+    ``sqlite://:memory:`` (and ``sqlite:///:memory:``) has path ``:memory:`` and no host.
+    A host list (``mongodb://h1:27017,h2:27017/db``) is kept whole in ``host``, ``port`` None.
+    """
     if not isinstance(url, str) or "://" not in url:
         raise ConfigurationError(f"a store URL looks like 'memory://' or 'sqlite:///events.db', got {url!r}")
     scheme, rest = url.split("://", 1)
     scheme = scheme.lower()
     if not scheme:
         raise ConfigurationError(f"store URL {redact(url)!r} has no scheme")
+    if rest.startswith(_MEMORY):  # 'sqlite://:memory:' is not a host and port
+        tail = rest[len(_MEMORY) :]
+        if tail and not tail.startswith("?"):
+            raise ConfigurationError(f"cannot parse store URL {redact(url)!r}: unexpected {tail!r}")
+        return StoreURL(
+            raw=url, scheme=scheme, path=_MEMORY, query=dict(parse_qsl(tail[1:], keep_blank_values=True))
+        )
     try:
         parts = urlsplit("x://" + rest)
-        port = parts.port
+        hosts = parts.netloc.rpartition("@")[2]
+        host = parts.hostname if parts.netloc else None
+        if "," in hosts:  # a host list ('mongodb://h1:27017,h2:27017/db'): the adapter reads it
+            host, port = hosts, None
+        else:
+            port = parts.port
     except ValueError as exc:
         raise ConfigurationError(f"cannot parse store URL {redact(url)!r}: {exc}") from exc
     path = parts.path
@@ -71,7 +88,7 @@ def parse_url(url: str) -> StoreURL:
         scheme=scheme,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
-        host=parts.hostname if parts.netloc else None,
+        host=host,
         port=port,
         path=unquote(path),
         query=dict(parse_qsl(parts.query, keep_blank_values=True)),
@@ -100,7 +117,12 @@ OptionsT = TypeVar("OptionsT", bound=StoreOptions)
 
 
 def build_options(cls: type[OptionsT], url: StoreURL | None, given: Mapping[str, Any]) -> OptionsT:
-    """Make ``cls`` from the URL query string, overridden by ``given`` keyword options."""
+    """Make ``cls`` from the URL query string, overridden by ``given`` keyword options.
+
+    Query values are converted to the declared field types (``int``, ``float``,
+    ``bool``, ``str``, with ``None`` spelled ``none``/``null``/empty); so are
+    string values in ``given`` for fields that are not strings.
+    """
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
@@ -113,7 +135,10 @@ def build_options(cls: type[OptionsT], url: StoreURL | None, given: Mapping[str,
                 raise ConfigurationError(
                     f"unknown option {name!r} {where} for {cls.__name__}; valid options: {valid}"
                 )
-            values[name] = _coerce(name, value, hints[name]) if from_url else value
+            # Query values are text; so are values from env/INI-style config: read them as the type.
+            if from_url or (isinstance(value, str) and set(_kinds(hints[name])) <= _SCALARS):
+                value = _coerce(name, value, hints[name])
+            values[name] = value
     try:
         return cls(**values)
     except (TypeError, ValueError) as exc:
@@ -122,9 +147,21 @@ def build_options(cls: type[OptionsT], url: StoreURL | None, given: Mapping[str,
         raise ConfigurationError(f"invalid options for {cls.__name__}: {exc}") from exc
 
 
+_SCALARS: set[Any] = {int, float, bool, type(None)}
+
+
+def _kinds(hint: Any) -> tuple[Any, ...]:
+    """The members of a union (``int | None``, ``Optional[int]``), else ``(hint,)``."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return typing.get_args(hint)
+    return (hint,)
+
+
 def _coerce(name: str, text: str, hint: Any) -> Any:
     """Convert a query-string value to the declared type of option ``name``."""
-    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    kinds = _kinds(hint)
+    if not set(kinds) <= _SCALARS | {str}:
+        return text  # a type we do not convert (Any, Literal, ...): the options class checks it
     if type(None) in kinds and text.lower() in ("", "none", "null"):
         return None
     for kind in kinds:

@@ -108,10 +108,12 @@ def _factory_for(scheme: str, url: str) -> StoreFactory:
         )
     try:
         obj = ep.load()
-    except ImportError as exc:
-        hint = f" (pip install '{INSTALL_HINTS[scheme]}')" if scheme in INSTALL_HINTS else ""
+    except Exception as exc:  # ImportError, or a broken module / wrong object name
+        hint = ""
+        if isinstance(exc, ImportError) and scheme in INSTALL_HINTS:
+            hint = f" (pip install '{INSTALL_HINTS[scheme]}')"
         raise ConfigurationError(
-            f"the store for {scheme!r} ({ep.value}) failed to import: {exc}{hint}"
+            f"the store for {scheme!r} ({ep.value}) failed to import: {type(exc).__name__}: {exc}{hint}"
         ) from exc
     factory: StoreFactory = getattr(obj, "from_url", obj)
     _loaded[scheme] = factory
