@@ -177,3 +177,37 @@ def test_it(delivery_store):
 def test_help_lists_the_option(pytester: pytest.Pytester) -> None:
     result = run(pytester, "--help")
     result.stdout.fnmatch_lines(["*--delivery-store-url=URL*", "*delivery_store_url*"])
+
+
+def test_stores_are_closed_when_the_test_fails_and_auto_mode_works(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_mode = auto\n")
+    pytester.makeconftest(
+        """
+import pytest
+from socketio_delivery import register
+from socketio_delivery.memory import MemoryEventStore
+
+CLOSED = []
+
+class Tracked(MemoryEventStore):
+    async def close(self):
+        CLOSED.append(self)
+
+@pytest.fixture(autouse=True)
+def tracked_scheme():
+    register("tracked", lambda url, **options: Tracked.from_url("memory://", **options))
+"""
+    )
+    pytester.makepyfile(
+        """
+from conftest import CLOSED
+
+async def test_fails(delivery_store_factory):
+    await delivery_store_factory("tracked://")
+    raise AssertionError("boom")
+
+def test_closed_anyway():
+    assert len(CLOSED) == 1
+"""
+    )
+    run(pytester).assert_outcomes(passed=1, failed=1)
