@@ -202,3 +202,14 @@ def test_console_script_is_installed() -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("socketio-delivery: error: no store is installed")
     assert "Traceback" not in done.stderr
+
+
+def test_check_a_sqlite_file_twice(tmp_path: Path) -> None:
+    sqlite = pytest.importorskip("socketio_delivery_sqlite")
+    if not hasattr(sqlite.SQLiteEventStore, "from_url"):
+        pytest.skip("the SQLite adapter is not built yet")
+    url = f"sqlite:///{tmp_path}/events.db"
+    for _ in range(2):  # the second run reads the probe stream the first one left
+        code, out, err = run("check", url)
+        assert (code, err) == (0, "")
+        assert "durable" in out
