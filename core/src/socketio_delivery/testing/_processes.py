@@ -21,14 +21,22 @@ EVENTS_PER_TASK = 25
 
 
 async def _read_while(reader: StreamReader, writing: asyncio.Future[Any]) -> None:
-    """Poll ``reader`` until ``writing`` is done, re-reading the stream now and then."""
+    """Poll ``reader`` until ``writing`` is done, re-reading the stream now and then.
+
+    On failure the writers are cancelled (and awaited) before the error propagates.
+    """
     polls = 0
-    while not writing.done():
-        await reader.poll()
-        polls += 1
-        if polls % 4 == 0:
-            await reader.check_no_late_arrivals()
-        await asyncio.sleep(0.001)
+    try:
+        while not writing.done():
+            await reader.poll()
+            polls += 1
+            if polls % 4 == 0:
+                await reader.check_no_late_arrivals()
+            await asyncio.sleep(0.001)
+    except BaseException:
+        writing.cancel()
+        await asyncio.gather(writing, return_exceptions=True)
+        raise
 
 
 async def _finish(reader: StreamReader, persisted: list[str]) -> None:

@@ -1,0 +1,68 @@
+"""Memory-store specifics beyond the conformance suite: options, URLs, bounded memory."""
+
+from __future__ import annotations
+
+import pytest
+from socketio_delivery import ConfigurationError, OffsetUnavailableError, open_store
+from socketio_delivery.memory import MemoryEventStore, MemoryOptions
+from socketio_delivery.testing import opened_store, read_all, run
+
+
+def test_memory_url_query_string_sets_retention_options() -> None:
+    store = open_store("memory://?max_events=7&max_age=none")
+    assert isinstance(store, MemoryEventStore)
+    assert store.options == MemoryOptions(max_events=7, max_age=None)
+
+
+def test_keyword_options_override_the_url() -> None:
+    store = open_store("memory://?max_events=7", max_events=3)
+    assert isinstance(store, MemoryEventStore)
+    assert store.options.max_events == 3
+
+
+def test_unknown_memory_option_names_the_valid_ones() -> None:
+    with pytest.raises(ConfigurationError, match="max_age, max_events"):
+        open_store("memory://", pool_size=3)
+
+
+def test_memory_store_declares_no_durability_or_sharing() -> None:
+    assert open_store("memory://").capabilities == frozenset()
+
+
+def test_every_memory_url_opens_a_new_empty_store() -> None:
+    async def body() -> None:
+        async with opened_store("memory://") as one, opened_store("memory://") as two:
+            event = await one.persist("s", 1)
+            assert await two.fetch_since("s", None) == []
+            with pytest.raises(OffsetUnavailableError):
+                await two.fetch_since("s", event.offset)
+
+    run(body())
+
+
+def test_trimmed_events_are_released_from_memory() -> None:
+    async def body() -> None:
+        async with opened_store("memory://", max_events=10) as store:
+            assert isinstance(store, MemoryEventStore)
+            for i in range(5000):
+                await store.persist("s", i)
+            held = store._streams["s"]
+            assert len(held.events) <= 2 * 1024 + 10
+            assert [e.data for e in await read_all(store, "s")] == list(range(4990, 5000))
+
+    run(body())
+
+
+def test_expired_sessions_and_keys_are_swept() -> None:
+    async def body() -> None:
+        async with opened_store("memory://") as store:
+            assert isinstance(store, MemoryEventStore)
+            for i in range(600):
+                await store.save_session(f"s{i}", {}, 0.001)
+                await store.reserve_key(f"k{i}", 0.001)
+            for i in range(1100):
+                await store.reserve_key(f"later{i}", 60)
+            assert len(store._sessions) < 600
+            assert len(store._keys) < 1700
+
+    run(body())
