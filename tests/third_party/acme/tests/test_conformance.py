@@ -1,0 +1,13 @@
+"""The whole contract, proven by one subclass of the conformance suite."""
+
+import itertools
+
+import pytest
+from socketio_delivery.testing import EventStoreConformance
+
+
+class TestAcmeConformance(EventStoreConformance):
+    @pytest.fixture
+    def make_store_url(self, tmp_path):
+        numbers = itertools.count()
+        return lambda: f"acme:///{tmp_path}/events-{next(numbers)}.db"
