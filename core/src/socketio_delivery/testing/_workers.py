@@ -1,7 +1,8 @@
 """Worker processes for the multi-process tests of the conformance suite.
 
-The parent starts ``python -m socketio_delivery.testing._workers JOB`` once per
-worker (``JOB`` is JSON). Each worker opens the store with
+The parent runs this file as a script (``python .../_workers.py JOB``, so that
+importing the worker does not import pytest and hypothesis) once per worker
+(``JOB`` is JSON). Each worker opens the store with
 ``open_store(url, **options)``, prints ``ready``, waits for ``go`` on stdin (so
 all workers start the operation together), runs it, prints one JSON line with
 the result and closes the store.
@@ -31,6 +32,7 @@ from typing import Any
 __all__ = ["run_workers"]
 
 READY = b"ready\n"
+_SCRIPT = os.path.abspath(__file__)
 
 
 async def run_workers(
@@ -56,8 +58,7 @@ async def run_workers(
             procs.append(
                 await asyncio.create_subprocess_exec(
                     sys.executable,
-                    "-m",
-                    __name__,
+                    _SCRIPT,
                     payload,
                     stdin=asyncio.subprocess.PIPE,
                     stdout=asyncio.subprocess.PIPE,
@@ -95,8 +96,8 @@ async def _fail(proc: asyncio.subprocess.Process, why: str) -> None:
 
 
 async def _work(job: dict[str, Any]) -> Any:
-    from ..registry import open_store
-    from ..store import Reservation
+    from socketio_delivery.registry import open_store
+    from socketio_delivery.store import Reservation
 
     for name in job.get("imports", []):
         importlib.import_module(name)
@@ -142,4 +143,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    # Run as a script: this folder is not a place to import top-level modules from.
+    _here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != _here]
     main()
