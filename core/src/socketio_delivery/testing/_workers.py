@@ -67,10 +67,7 @@ async def run_workers(
                 )
             )
         for proc in procs:
-            assert proc.stdout is not None
-            line = await asyncio.wait_for(proc.stdout.readline(), timeout)
-            if line != READY:
-                await _fail(proc, f"worker did not get ready (said {line!r})")
+            await asyncio.wait_for(_until_ready(proc), timeout)
         for proc in procs:
             assert proc.stdin is not None
             proc.stdin.write(b"go\n")
@@ -87,6 +84,16 @@ async def run_workers(
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def _until_ready(proc: asyncio.subprocess.Process) -> None:
+    """Skip what the store may print while opening, up to the ``ready`` line."""
+    assert proc.stdout is not None
+    said: list[bytes] = []
+    while (line := await proc.stdout.readline()) != READY:
+        if not line:
+            await _fail(proc, f"worker exited before it was ready (said {b''.join(said)[-500:]!r})")
+        said.append(line)
 
 
 async def _fail(proc: asyncio.subprocess.Process, why: str) -> None:
