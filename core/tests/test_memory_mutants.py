@@ -1,0 +1,132 @@
+"""The conformance suite catches broken stores: each broken variant of the memory store fails
+the test named after the guarantee it breaks (and the real memory store passes it)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Callable, Collection, Iterator
+from typing import Any
+
+import pytest
+from socketio_delivery import Event, KeyState, Reservation, register
+from socketio_delivery.memory import MemoryEventStore, _Stream
+from socketio_delivery.registry import unregister
+from socketio_delivery.testing import EventStoreConformance
+from socketio_delivery.validate import check_stream
+
+
+class GeneratesThenInserts(MemoryEventStore):
+    """Takes an offset, yields to the loop, then inserts: the classic late-arrival race."""
+
+    async def persist(
+        self, stream: str, data: Any, *, rooms: Collection[str] = (), exclude: Collection[str] = ()
+    ) -> Event:
+        check_stream(stream)
+        s = self._streams.setdefault(stream, _Stream())
+        s.last_seq += 1
+        seq = s.last_seq
+        if seq % 2:
+            await asyncio.sleep(0.002)
+        event = Event(self._offset(seq), data, tuple(rooms), tuple(exclude), time.time())
+        at = next((i for i, n in enumerate(s.seqs) if n > seq), len(s.seqs))
+        s.seqs.insert(at, seq)
+        s.events.insert(at, event)
+        return event
+
+
+class ClaimsInTwoSteps(MemoryEventStore):
+    async def claim_session(self, key: str) -> dict[str, Any] | None:
+        item = self._sessions.get(key)
+        await asyncio.sleep(0)
+        self._sessions.pop(key, None)
+        return None if item is None else item[1]
+
+
+class ReservesInTwoSteps(MemoryEventStore):
+    async def reserve_key(self, key: str, lease: float) -> Reservation:
+        item = self._keys.get(key)
+        await asyncio.sleep(0)
+        if item is not None:
+            return Reservation(item[0])
+        self._keys[key] = (KeyState.PENDING, time.monotonic() + lease, None)
+        return Reservation(KeyState.ACQUIRED)
+
+
+class HasNoEpoch(MemoryEventStore):
+    def __init__(self, options: Any = None) -> None:
+        super().__init__(options)
+        self.epoch = "00000000"
+
+
+class FetchesInclusive(MemoryEventStore):
+    async def fetch_since(self, stream: str, offset: str | None, **kw: Any) -> list[Event]:
+        events = await super().fetch_since(stream, offset, **kw)
+        s = self._streams.get(stream)
+        same = [e for e in (s.events if s else []) if e.offset == offset]
+        return same + events
+
+
+class ForgetsWhatWasTrimmed(MemoryEventStore):
+    async def fetch_since(self, stream: str, offset: str | None, **kw: Any) -> list[Event]:
+        for s in self._streams.values():
+            s.trimmed_upto = 0
+        return await super().fetch_since(stream, offset, **kw)
+
+
+class FiltersRoomsWrongly(MemoryEventStore):
+    async def fetch_since(
+        self, stream: str, offset: str | None, *, rooms: Collection[str] | None = None, limit: int = 500
+    ) -> list[Event]:
+        events = await super().fetch_since(stream, offset, limit=limit)
+        wanted = set(rooms or ())
+        return events if rooms is None else [e for e in events if set(e.rooms) <= wanted]
+
+
+class IgnoresSessionTTL(MemoryEventStore):
+    async def claim_session(self, key: str) -> dict[str, Any] | None:
+        item = self._sessions.pop(key, None)
+        return None if item is None else item[1]
+
+
+CASES: list[tuple[type[MemoryEventStore], str]] = [
+    (GeneratesThenInserts, "test_no_late_arrivals_under_concurrent_writer_tasks"),
+    (ClaimsInTwoSteps, "test_concurrent_claims_have_exactly_one_winner"),
+    (ReservesInTwoSteps, "test_concurrent_reserves_have_exactly_one_winner"),
+    (HasNoEpoch, "test_offset_from_another_store_is_unavailable"),
+    (FetchesInclusive, "test_fetch_since_returns_events_strictly_after_the_offset"),
+    (ForgetsWhatWasTrimmed, "test_offset_trimmed_by_max_events_is_unavailable"),
+    (FiltersRoomsWrongly, "test_rooms_filter_keeps_events_for_everyone_and_for_any_wanted_room"),
+    (IgnoresSessionTTL, "test_session_expires_after_its_ttl"),
+]
+
+_schemes = (f"broken{n}" for n in itertools.count())
+
+
+@pytest.fixture
+def scheme_for() -> Iterator[Callable[[type[MemoryEventStore]], str]]:
+    made: list[str] = []
+
+    def make(cls: type[MemoryEventStore]) -> str:
+        scheme = next(_schemes)
+        register(scheme, cls.from_url)
+        made.append(scheme)
+        return scheme
+
+    yield make
+    for scheme in made:
+        unregister(scheme)
+
+
+@pytest.mark.parametrize(("broken", "test_name"), CASES, ids=[c[0].__name__ for c in CASES])
+def test_suite_fails_a_store_that_breaks_the_guarantee(
+    broken: type[MemoryEventStore],
+    test_name: str,
+    scheme_for: Callable[[type[MemoryEventStore]], str],
+) -> None:
+    suite = EventStoreConformance()
+    scheme = scheme_for(broken)
+    with pytest.raises((AssertionError, pytest.fail.Exception)):
+        getattr(suite, test_name)(lambda: f"{scheme}://")
+    getattr(suite, test_name)(lambda: "memory://")  # the reference store passes the same test
