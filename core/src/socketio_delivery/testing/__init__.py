@@ -13,7 +13,7 @@ Install with ``pip install 'socketio-delivery[testing]'`` (pytest + hypothesis):
 See ``docs/writing-an-adapter.md`` for a complete walk-through.
 """
 
-from ._base import UrlFactory
+from ._base import UrlFactory, store_test, url_test
 from ._runner import EventLoop, opened_store, run
 from ._support import (
     StreamReader,
@@ -39,4 +39,6 @@ __all__ = [
     "read_all",
     "run",
     "run_workers",
+    "store_test",
+    "url_test",
 ]
