@@ -1,5 +1,5 @@
-"""sqlite store for socketio-delivery."""
+"""SQLite store for socketio-delivery: ``sqlite:///events.db`` (registered by its entry point)."""
 
-from .store import SQLiteEventStore
+from .store import SQLiteEventStore, SQLiteOptions
 
-__all__ = ["SQLiteEventStore"]
+__all__ = ["SQLiteEventStore", "SQLiteOptions"]

@@ -1,0 +1,113 @@
+"""The SQL of the SQLite store: schema, and the statements that need building."""
+
+from __future__ import annotations
+
+__all__ = ["ROOM_BRANCHES", "SCHEMA", "SCHEMA_VERSION", "fetch_sql", "upsert_streams_sql"]
+
+SCHEMA_VERSION = "1"
+
+#: Created in one ``BEGIN IMMEDIATE`` transaction at open (several processes may race here).
+#: ``sio_meta.epoch`` is chosen once, when the file is created.
+SCHEMA = f"""
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS sio_meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO sio_meta (key, value) VALUES ('schema', '{SCHEMA_VERSION}');
+INSERT OR IGNORE INTO sio_meta (key, value) VALUES ('epoch', lower(hex(randomblob(4))));
+CREATE TABLE IF NOT EXISTS sio_streams (
+    sid INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    last_seq INTEGER NOT NULL,
+    trimmed_upto INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS sio_events (
+    id INTEGER PRIMARY KEY,
+    sid INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    ts REAL NOT NULL,
+    data TEXT NOT NULL,
+    rooms TEXT,
+    exclude TEXT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS sio_events_by_seq ON sio_events (sid, seq);
+CREATE INDEX IF NOT EXISTS sio_events_for_everyone ON sio_events (sid, seq) WHERE rooms IS NULL;
+CREATE TABLE IF NOT EXISTS sio_event_rooms (
+    sid INTEGER NOT NULL,
+    room TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (sid, room, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sio_sessions (
+    key TEXT PRIMARY KEY,
+    record TEXT NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sio_sessions_by_expiry ON sio_sessions (expires);
+CREATE TABLE IF NOT EXISTS sio_keys (
+    key TEXT PRIMARY KEY,
+    done INTEGER NOT NULL,
+    expires REAL NOT NULL,
+    result TEXT
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sio_keys_by_expiry ON sio_keys (expires);
+COMMIT;
+"""
+
+INSERT_EVENT = "INSERT INTO sio_events (sid, seq, ts, data, rooms, exclude) VALUES (?, ?, ?, ?, ?, ?)"
+INSERT_EVENT_ROOM = "INSERT OR IGNORE INTO sio_event_rooms (sid, room, seq) VALUES (?, ?, ?)"
+
+#: Up to this many wanted rooms, each room is its own index range bounded by the limit;
+#: beyond it one ``room IN (...)`` range is read and sorted (still correct, less bounded).
+ROOM_BRANCHES = 100
+
+_STREAM_ROW = "SELECT -1, last_seq, trimmed_upto, NULL, NULL FROM sio_streams WHERE sid = :sid"
+_EVENT_COLUMNS = "seq, ts, data, rooms, exclude"
+
+
+def upsert_streams_sql(count: int) -> str:
+    """Add ``?2`` events to stream ``?1`` (``count`` pairs): one statement reserving every seq."""
+    values = ", ".join(["(?, ?)"] * count)
+    return (
+        f"INSERT INTO sio_streams (name, last_seq) VALUES {values} "
+        "ON CONFLICT (name) DO UPDATE SET last_seq = last_seq + excluded.last_seq "
+        "RETURNING sid, name, last_seq, trimmed_upto"
+    )
+
+
+def fetch_sql(rooms: int | None) -> str:
+    """One statement (one snapshot) returning the stream's row and the page of events.
+
+    The stream row has ``-1`` in the first column. Parameters: ``:sid``, ``:after``,
+    ``:limit`` and ``:r0``, ``:r1``, ... (or ``:rooms``, a JSON array, past
+    :data:`ROOM_BRANCHES` rooms). ``rooms=None``: no room filter.
+    """
+    if rooms is None:
+        page = (
+            f"SELECT {_EVENT_COLUMNS} FROM sio_events WHERE sid = :sid AND seq > :after "
+            "ORDER BY seq LIMIT :limit"
+        )
+    else:
+        branches = [
+            "SELECT seq FROM (SELECT seq FROM sio_events WHERE sid = :sid AND rooms IS NULL "
+            "AND seq > :after ORDER BY seq LIMIT :limit)"
+        ]
+        if rooms > ROOM_BRANCHES:
+            branches.append(
+                "SELECT seq FROM (SELECT seq FROM sio_event_rooms WHERE sid = :sid "
+                "AND room IN (SELECT value FROM json_each(:rooms)) AND seq > :after "
+                "ORDER BY seq LIMIT :limit)"
+            )
+        else:
+            branches.extend(
+                f"SELECT seq FROM (SELECT seq FROM sio_event_rooms WHERE sid = :sid AND room = :r{i} "
+                "AND seq > :after ORDER BY seq LIMIT :limit)"
+                for i in range(rooms)
+            )
+        page = (
+            f"SELECT {_EVENT_COLUMNS} FROM sio_events WHERE sid = :sid AND seq IN ("
+            + " UNION ".join(branches)
+            + ") ORDER BY seq LIMIT :limit"
+        )
+    return f"{_STREAM_ROW} UNION ALL SELECT * FROM ({page})"
