@@ -153,6 +153,18 @@ def _store_error(exc: BaseException, doing: str) -> StoreError:
     return error
 
 
+async def _connect(database: str) -> aiosqlite.Connection:
+    """``aiosqlite.connect``; on failure, wait for its worker thread to stop (it answers the loop)."""
+    pending = aiosqlite.connect(database, isolation_level=None)
+    try:
+        return await pending
+    except BaseException:
+        thread = getattr(pending, "_thread", None)  # aiosqlite stops it; let it finish first
+        if thread is not None and hasattr(thread, "join"):
+            await asyncio.to_thread(thread.join, 5)
+        raise
+
+
 class SQLiteEventStore:
     """An :class:`~socketio_delivery.EventStore` in one SQLite file (or ``:memory:``).
 
@@ -212,7 +224,7 @@ class SQLiteEventStore:
                 return
             conn: aiosqlite.Connection | None = None
             try:
-                conn = await aiosqlite.connect(self.database, isolation_level=None)
+                conn = await _connect(self.database)
                 await conn.execute(f"PRAGMA busy_timeout = {int(self.options.busy_timeout * 1000)}")
                 if not self.in_memory:
                     (mode,) = next(iter(await conn.execute_fetchall("PRAGMA journal_mode = WAL")))

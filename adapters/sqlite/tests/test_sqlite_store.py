@@ -1,0 +1,346 @@
+"""SQLite-specific behaviour: URLs, group commit, indexes, locking and broken files, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import sqlite3
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from socketio_delivery import Capability, open_store
+from socketio_delivery.errors import (
+    ConfigurationError,
+    OffsetUnavailableError,
+    StoreError,
+    StoreUnavailableError,
+)
+from socketio_delivery.testing import assert_same_events, read_all, run_workers
+from socketio_delivery_sqlite import SQLiteEventStore, SQLiteOptions, _sql
+
+Opener = Callable[..., SQLiteEventStore]
+
+
+@pytest.fixture
+async def opener(tmp_path: Path) -> AsyncIterator[Opener]:
+    """``opener(**options)``: a new store on a new file; every store is closed after the test."""
+    stores: list[SQLiteEventStore] = []
+    counter = itertools.count()
+
+    def make(path: Path | None = None, **options: Any) -> SQLiteEventStore:
+        path = path or tmp_path / f"db-{next(counter)}.db"
+        store = SQLiteEventStore.from_url(f"sqlite:///{path}", **options)
+        stores.append(store)
+        return store
+
+    yield make
+    for store in stores:
+        await store.close()
+
+
+# -- URLs and options -------------------------------------------------------------------------
+def test_url_forms_give_the_database_path_and_options(tmp_path: Path) -> None:
+    assert SQLiteEventStore.from_url("sqlite:///events.db").database == "events.db"
+    assert SQLiteEventStore.from_url("sqlite:///data/events.db").database == "data/events.db"
+    assert SQLiteEventStore.from_url(f"sqlite:///{tmp_path}/e.db").database == f"{tmp_path}/e.db"
+    assert SQLiteEventStore.from_url("sqlite:////abs/e.db").database == "/abs/e.db"
+    store = SQLiteEventStore.from_url("sqlite:///e.db?busy_timeout=0.5&max_events=10", max_batch=7)
+    assert store.options == SQLiteOptions(busy_timeout=0.5, max_events=10, max_batch=7)
+    memory = SQLiteEventStore.from_url("sqlite://:memory:?retention_interval=none")
+    assert memory.database == ":memory:"
+    assert memory.options.retention_interval is None
+
+
+def test_capabilities_durable_and_multi_process_for_files_only() -> None:
+    assert SQLiteEventStore.from_url("sqlite:///e.db").capabilities == {
+        Capability.DURABLE,
+        Capability.MULTI_PROCESS,
+    }
+    assert SQLiteEventStore.from_url("sqlite://:memory:").capabilities == frozenset()
+
+
+def test_open_store_finds_the_adapter_through_its_entry_point() -> None:
+    assert isinstance(open_store("sqlite:///e.db"), SQLiteEventStore)
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [
+        ("sqlite://", {}),
+        ("sqlite://host/e.db", {}),
+        ("sqlite:///e.db?nope=1", {}),
+        ("sqlite:///e.db", {"busy_timeout": -1}),
+        ("sqlite:///e.db", {"synchronous": "sometimes"}),
+        ("sqlite:///e.db", {"max_batch": 0}),
+        ("sqlite:///e.db", {"retention_interval": 0}),
+        ("sqlite:///e.db", {"trim_chunk": 0}),
+        ("sqlite:///e.db?max_batch=many", {}),
+    ],
+)
+def test_bad_urls_and_options_raise_configuration_error(url: str, options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError):
+        SQLiteEventStore.from_url(url, **options)
+
+
+async def test_memory_database_works_without_a_file() -> None:
+    store = SQLiteEventStore.from_url("sqlite://:memory:")
+    await store.open()
+    try:
+        event = await store.persist("s", {"x": 1}, rooms=["r"])
+        assert_same_events(await store.fetch_since("s", None, rooms=["r"]), [event])
+    finally:
+        await store.close()
+
+
+async def test_file_uses_wal_and_the_tables_it_documents(opener: Opener, tmp_path: Path) -> None:
+    path = tmp_path / "wal.db"
+    store = opener(path)
+    await store.open()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        names = {row[0] for row in raw.execute("SELECT name FROM sqlite_master WHERE name LIKE 'sio_%'")}
+    assert names == {
+        "sio_meta",
+        "sio_streams",
+        "sio_events",
+        "sio_events_by_seq",
+        "sio_events_for_everyone",
+        "sio_event_rooms",
+        "sio_sessions",
+        "sio_sessions_by_expiry",
+        "sio_keys",
+        "sio_keys_by_expiry",
+    }
+
+
+# -- group commit -------------------------------------------------------------------------------
+async def test_concurrent_persists_share_few_transactions(opener: Opener) -> None:
+    store = opener()
+    await store.open()
+    events = await asyncio.gather(*(store.persist("s", {"i": i}) for i in range(200)))
+    assert store.writes == 200
+    assert store.commits <= 10, f"200 concurrent persists took {store.commits} transactions"
+    assert sorted(e.offset for e in events) == [e.offset for e in await read_all(store, "s")]
+
+
+async def test_max_batch_bounds_the_writes_per_transaction(opener: Opener) -> None:
+    store = opener(max_batch=16)
+    await store.open()
+    await asyncio.gather(*(store.persist("s", i) for i in range(100)))
+    assert store.commits >= 100 // 16
+
+
+async def test_mixed_writes_in_one_batch_each_get_their_answer(opener: Opener) -> None:
+    store = opener()
+    await store.open()
+    await store.save_session("k", {"v": 1}, 30)
+    results = await asyncio.gather(
+        store.persist("s", 1),
+        store.claim_session("k"),
+        store.reserve_key("op", 30),
+        store.persist("t", 2, rooms=["r"]),
+        store.claim_session("k"),
+    )
+    assert results[1] == {"v": 1}
+    assert results[4] is None
+    assert results[2].state.value == "acquired"
+
+
+# -- durability and epochs -----------------------------------------------------------------------
+def _delete_database(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+async def test_recreated_file_gets_a_new_epoch(opener: Opener, tmp_path: Path) -> None:
+    path = tmp_path / "re.db"
+    store = opener(path)
+    await store.open()
+    old = await store.persist("s", 1)
+    await store.close()
+    _delete_database(path)
+    again = opener(path)
+    await again.open()
+    await again.persist("s", 2)
+    with pytest.raises(OffsetUnavailableError):
+        await again.fetch_since("s", old.offset)
+
+
+async def test_offset_beyond_the_newest_event_is_unavailable(opener: Opener) -> None:
+    store = opener()
+    await store.open()
+    event = await store.persist("s", 1)
+    future = f"{store.epoch}-{int(event.offset.split('-')[1], 16) + 5:016x}"
+    with pytest.raises(OffsetUnavailableError):
+        await store.fetch_since("s", future)
+
+
+# -- several processes --------------------------------------------------------------------------
+async def test_many_processes_and_tasks_lose_nothing_and_get_dense_offsets(opener: Opener) -> None:
+    store = opener()
+    await store.open()
+    url = f"sqlite:///{store.database}"
+    job = {"op": "persist", "stream": "s", "tasks": 8, "count": 30}
+    results = await run_workers(url, {}, [{**job, "tag": n} for n in range(4)], timeout=120)
+    offsets = sorted(offset for per_worker in results for offset in per_worker)
+    assert len(offsets) == len(set(offsets)) == 4 * 8 * 30
+    assert [e.offset for e in await read_all(store, "s")] == offsets
+    assert [int(o.split("-")[1], 16) for o in offsets] == list(range(1, len(offsets) + 1))
+
+
+# -- indexes ------------------------------------------------------------------------------------
+def _plan(path: Path, sql: str, params: Any) -> str:
+    with sqlite3.connect(path) as raw:
+        return "\n".join(row[3] for row in raw.execute("EXPLAIN QUERY PLAN " + sql, params))
+
+
+async def test_fetch_since_reads_index_ranges_only(opener: Opener, tmp_path: Path) -> None:
+    path = tmp_path / "plan.db"
+    store = opener(path)
+    await store.open()
+    for i in range(50):
+        await store.persist("s", i, rooms=[f"r{i % 5}"] if i % 2 else ())
+    base = {"sid": 1, "after": 0, "limit": 10}
+    plain = _plan(path, _sql.fetch_sql(None), base)
+    assert "USING INDEX sio_events_by_seq (sid=? AND seq>?)" in plain
+    assert "TEMP B-TREE" not in plain
+    rooms = _plan(path, _sql.fetch_sql(2), {**base, "r0": "r1", "r1": "r3"})
+    assert "INDEX sio_events_for_everyone (sid=? AND seq>?)" in rooms
+    assert "INDEX sio_events_by_seq (sid=? AND seq=?)" in rooms
+    assert rooms.count("USING PRIMARY KEY (sid=? AND room=? AND seq>?)") == 2
+    assert "SCAN sio_events" not in rooms.replace("SCAN sio_events_", "")
+    many = _plan(path, _sql.fetch_sql(_sql.ROOM_BRANCHES + 1), {**base, "rooms": '["a"]'})
+    assert "USING PRIMARY KEY (sid=? AND room=? AND seq>?)" in many
+    assert "SCAN sio_event_rooms" not in many
+
+
+async def test_many_wanted_rooms_filter_like_few(opener: Opener) -> None:
+    store = opener()
+    await store.open()
+    events = [await store.persist("s", i, rooms=[f"r{i}"] if i % 3 else ()) for i in range(30)]
+    wanted = [f"r{i}" for i in range(0, 30, 2)] + [f"other{i}" for i in range(_sql.ROOM_BRANCHES)]
+    expected = [e for e in events if not e.rooms or e.rooms[0] in wanted]
+    assert_same_events(await read_all(store, "s", rooms=wanted, limit=4), expected)
+
+
+# -- failures -------------------------------------------------------------------------------------
+async def test_write_lock_held_elsewhere_fails_the_whole_batch_and_loses_nothing(
+    opener: Opener, tmp_path: Path
+) -> None:
+    path = tmp_path / "locked.db"
+    store = opener(path, busy_timeout=0.2)
+    await store.open()
+    kept = await store.persist("s", "kept")
+    raw = sqlite3.connect(path, isolation_level=None)
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+        results = await asyncio.gather(*(store.persist("s", i) for i in range(20)), return_exceptions=True)
+        assert all(isinstance(r, StoreUnavailableError) for r in results), results
+        assert all(isinstance(r.__cause__, sqlite3.OperationalError) for r in results)
+        assert_same_events(await store.fetch_since("s", None), [kept])  # reads still work (WAL)
+        raw.execute("ROLLBACK")
+    finally:
+        raw.close()
+    after = await store.persist("s", "after")
+    assert_same_events(await read_all(store, "s"), [kept, after])
+
+
+async def test_unopenable_path_raises_store_unavailable(tmp_path: Path) -> None:
+    for path in (tmp_path / "missing-dir" / "e.db", tmp_path):
+        store = SQLiteEventStore.from_url(f"sqlite:///{path}")
+        with pytest.raises(StoreUnavailableError) as info:
+            await store.open()
+        assert isinstance(info.value.__cause__, sqlite3.Error)
+        with pytest.raises(StoreUnavailableError):
+            await store.persist("s", 1)
+
+
+async def test_corrupt_file_raises_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.db"
+    path.write_bytes(b"this is not a database, just some bytes " * 200)
+    store = SQLiteEventStore.from_url(f"sqlite:///{path}")
+    with pytest.raises(StoreError) as info:
+        await store.open()
+    assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+
+
+async def _open_and_write(store: SQLiteEventStore) -> None:
+    await store.open()
+    await store.persist("s", 2)
+
+
+async def test_read_only_file_raises_store_error(opener: Opener, tmp_path: Path) -> None:
+    path = tmp_path / "ro.db"
+    store = opener(path)
+    await store.open()
+    await store.persist("s", 1)
+    await store.close()
+    if os.geteuid() == 0:
+        pytest.skip("root ignores file permissions")
+    path.chmod(0o444)
+    ro = SQLiteEventStore.from_url(f"sqlite:///{path}")
+    try:
+        with pytest.raises(StoreError):
+            await _open_and_write(ro)
+    finally:
+        await ro.close()
+        path.chmod(0o644)
+
+
+async def test_operations_after_close_raise_store_unavailable(opener: Opener) -> None:
+    store = opener()
+    await store.open()
+    await store.close()
+    with pytest.raises(StoreUnavailableError):
+        await store.persist("s", 1)
+    with pytest.raises(StoreUnavailableError):
+        await store.fetch_since("s", None)
+    await store.open()  # and it opens again
+    assert len(await store.fetch_since("s", None)) == 0
+
+
+# -- retention ------------------------------------------------------------------------------------
+async def test_trim_deletes_in_chunks_and_drops_room_rows(opener: Opener, tmp_path: Path) -> None:
+    path = tmp_path / "chunks.db"
+    store = opener(path, max_events=5, max_age=None, trim_chunk=7, retention_interval=None)
+    await store.open()
+    events = [await store.persist("s", i, rooms=["a", "b"] if i % 2 else ()) for i in range(100)]
+    commits = store.commits
+    assert await store.trim("s") == 95
+    assert store.commits - commits >= 95 // 7
+    assert_same_events(await read_all(store, "s"), events[95:])
+    assert_same_events(await read_all(store, "s", rooms=["a"]), events[95:])
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT count(*) FROM sio_event_rooms").fetchone()[0] == 3 * 2  # 95, 97, 99
+    with pytest.raises(OffsetUnavailableError):
+        await store.fetch_since("s", events[50].offset)
+
+
+async def test_retention_runs_in_the_background(opener: Opener) -> None:
+    store = opener(max_events=10, max_age=None, retention_interval=0.05)
+    await store.open()
+    for i in range(300):
+        await store.persist("s", i)
+    for _ in range(400):
+        if len(await read_all(store, "s")) == 10:
+            break
+        await asyncio.sleep(0.02)
+    assert [e.data for e in await read_all(store, "s")] == list(range(290, 300))
+
+
+async def test_expired_sessions_and_keys_are_swept(opener: Opener, tmp_path: Path) -> None:
+    path = tmp_path / "sweep.db"
+    store = opener(path, retention_interval=None)
+    await store.open()
+    await store.save_session("gone", {}, 0.05)
+    await store.save_session("kept", {}, 60)
+    await store.reserve_key("gone", 0.05)
+    await store.reserve_key("kept", 60)
+    await asyncio.sleep(0.1)
+    await store.sweep()
+    with sqlite3.connect(path) as raw:
+        assert [r[0] for r in raw.execute("SELECT key FROM sio_sessions")] == ["kept"]
+        assert [r[0] for r in raw.execute("SELECT key FROM sio_keys")] == ["kept"]
