@@ -131,9 +131,13 @@ class _Call:
 _Op = _Persist | _Call
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def _dumps(value: Any, what: str) -> str:
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidArgumentError(f"{what} must be a JSON value: {exc}") from exc
 
@@ -419,11 +423,12 @@ class SQLiteEventStore:
         exclude: Collection[str] = (),
     ) -> Event:
         check_stream(stream)
-        event_rooms = check_rooms(rooms)
-        event_exclude = check_rooms(exclude, "exclude")
+        event_rooms = () if rooms == () else check_rooms(rooms)
+        event_exclude = () if exclude == () else check_rooms(exclude, "exclude")
         text = _dumps(data, "event data")
         future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        copy = json.loads(text)  # the event holds its own JSON value, as fetch_since returns it
+        # The event holds its own JSON value, as fetch_since returns it (tuples become lists).
+        copy = data if type(data) in _SCALARS else json.loads(text)
         return await self._submit(_Persist(stream, copy, text, event_rooms, event_exclude, future))  # type: ignore[no-any-return]
 
     async def _read(self, sql: str, params: Any, doing: str) -> list[tuple[Any, ...]]:
