@@ -1,0 +1,172 @@
+"""Persist throughput per store, next to the raw driver doing the same writes its best way.
+
+    .venv/bin/python bench/persist.py [--events 5000] [--emitters 1,16,256] [--stores all]
+
+For each store and each number E of concurrent emitters, E asyncio tasks each await
+``store.persist(...)`` in a loop (so concurrent persists can share round trips: group
+commit). In the same run the raw driver writes the same number of events in one go:
+
+* memory: a JSON round trip per event and one ``list.extend`` (what the memory store copies);
+* sqlite: aiosqlite, one transaction with one ``executemany`` (WAL, synchronous=NORMAL, as the store);
+* redis: redis-py, one non-transactional pipeline of ``XADD``;
+* mongodb: pymongo's async client, one ordered ``insert_many``.
+
+The ratio column is store / raw. Prints a table; asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import PAYLOAD, Stores, run_main, skipped_notes, store_list, table
+from socketio_delivery import EventStore, open_store
+
+ROOMS = ("room-1",)
+
+
+def _row(i: int) -> tuple[str, float, str, str]:
+    return ("/", time.time(), json.dumps({**PAYLOAD, "i": i}), json.dumps(ROOMS))
+
+
+# -- the raw drivers: every event written in one batch ---------------------------------------
+
+
+async def raw_memory(url: str, events: int) -> float:
+    log: list[Any] = []
+    start = time.perf_counter()
+    log.extend(json.loads(json.dumps({**PAYLOAD, "i": i})) for i in range(events))
+    return time.perf_counter() - start
+
+
+async def raw_sqlite(url: str, events: int) -> float:
+    import aiosqlite
+
+    path = url.removeprefix("sqlite:///")
+    conn = await aiosqlite.connect(path + ".raw", isolation_level=None)
+    await conn.execute("PRAGMA journal_mode = WAL")
+    await conn.execute("PRAGMA synchronous = NORMAL")
+    await conn.execute("CREATE TABLE e (id INTEGER PRIMARY KEY, stream TEXT, ts REAL, data TEXT, rooms TEXT)")
+    start = time.perf_counter()
+    rows = [_row(i) for i in range(events)]
+    await conn.execute("BEGIN IMMEDIATE")
+    await conn.executemany("INSERT INTO e (stream, ts, data, rooms) VALUES (?, ?, ?, ?)", rows)
+    await conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    await conn.close()
+    return elapsed
+
+
+async def raw_redis(url: str, events: int) -> float:
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url.split("?", 1)[0])
+    key = f"raw-{time.monotonic_ns()}"
+    await client.ping()
+    start = time.perf_counter()
+    pipe = client.pipeline(transaction=False)
+    for i in range(events):
+        _, ts, data, rooms = _row(i)
+        pipe.xadd(key, {"d": data, "r": rooms, "t": ts})
+    await pipe.execute()
+    elapsed = time.perf_counter() - start
+    await client.delete(key)
+    await client.aclose()
+    return elapsed
+
+
+async def raw_mongodb(url: str, events: int) -> float:
+    from pymongo import AsyncMongoClient
+
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
+    coll = client.get_default_database()[f"raw_{time.monotonic_ns()}"]
+    await coll.insert_one({"warm": True})
+    start = time.perf_counter()
+    docs = []
+    for i in range(events):
+        stream, ts, _data, _rooms = _row(i)
+        docs.append({"s": stream, "t": ts, "d": {**PAYLOAD, "i": i}, "r": list(ROOMS), "n": i})
+    await coll.insert_many(docs, ordered=True)
+    elapsed = time.perf_counter() - start
+    await coll.drop()
+    await client.close()
+    return elapsed
+
+
+RAW = {"memory": raw_memory, "sqlite": raw_sqlite, "redis": raw_redis, "mongodb": raw_mongodb}
+RAW_NAME = {
+    "memory": "list.extend",
+    "sqlite": "executemany, 1 txn",
+    "redis": "XADD pipeline",
+    "mongodb": "insert_many",
+}
+
+
+# -- the store -------------------------------------------------------------------------------
+
+
+async def store_persist(store: EventStore, events: int, emitters: int, stream: str = "/") -> float:
+    """Seconds for ``emitters`` tasks to persist ``events`` events (split evenly) into ``stream``."""
+    per = max(1, events // emitters)
+
+    async def emitter(k: int) -> None:
+        for i in range(per):
+            await store.persist(stream, {**PAYLOAD, "i": k * per + i}, rooms=ROOMS)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(emitter(k) for k in range(emitters)))
+    return time.perf_counter() - start
+
+
+async def measure(url: str, events: int, emitters: int) -> float:
+    """Events/s of a new store at ``url`` (opened, warmed up, measured, closed)."""
+    store = open_store(url, max_events=None)
+    await store.open()
+    try:
+        for _ in range(20):
+            await store.persist("/warm", PAYLOAD)
+        per = max(1, events // emitters)
+        seconds = await store_persist(store, events, emitters)
+        return per * emitters / seconds
+    finally:
+        await store.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=5000, help="events per measurement (default 5000)")
+    parser.add_argument("--emitters", default="1,16,256", help="concurrent emitters (default 1,16,256)")
+    parser.add_argument("--stores", default="all", help="comma-separated: memory,sqlite,redis,mongodb")
+    args = parser.parse_args()
+    counts = [int(x) for x in args.emitters.split(",")]
+    rows: list[list[object]] = []
+    async with Stores(store_list(args.stores)) as stores:
+        for name, _ in stores.urls():
+            raw_seconds = await RAW[name](stores.fresh(name), args.events)
+            raw_rate = args.events / raw_seconds
+            for emitters in counts:
+                rate = await measure(stores.fresh(name), args.events, emitters)
+                rows.append(
+                    [name, emitters, rate, RAW_NAME[name], raw_rate, f"{100 * rate / raw_rate:.0f} %"]
+                )
+        for name, _why in stores.skipped.items():
+            rows.append([name, "-", None, RAW_NAME[name], None, "skipped"])
+        table(
+            f"Persist throughput, {args.events} events per cell",
+            ["store", "emitters", "store ev/s", "raw driver", "raw ev/s", "store/raw"],
+            rows,
+            notes=skipped_notes(stores),
+        )
+
+
+if __name__ == "__main__":
+    run_main(main)
