@@ -1,0 +1,143 @@
+"""End-to-end emit throughput over real WebSockets: plain python-socketio vs Delivery on each store.
+
+    .venv/bin/python bench/e2e.py [--events 1000] [--clients 1,10,100] [--stores all] [--node]
+
+Each target is a server in its own process (uvicorn, python-socketio 5; ``--node`` adds
+the Node socket.io 4.8 peer with connectionStateRecovery). The clients (python-socketio
+``AsyncClient`` over WebSocket) run in this process, all in one room. A control client asks
+the server to emit ``--events`` ``tick`` events to the room from ``--emitters`` concurrent
+tasks; the time runs from that request until every client got every event.
+
+Columns: ev/s = events emitted per second (each one reaches every client); deliveries/s =
+ev/s x clients; vs plain = ev/s against plain python-socketio with the same clients, same
+run; server CPU s / client CPU s = CPU seconds the server process / this (client) process
+used for the measured events; CPU vs plain = server CPU against plain's. On 2 cores the one
+client process is the bottleneck at 100 clients (its CPU ~ the elapsed time): there the
+server's CPU is the cost to compare. Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import psutil
+from _common import Stores, run_main, skipped_notes, store_list, table
+from _sio import Target, blast, close_all, connect_clients, control
+
+
+def delivery_missing() -> str | None:
+    try:
+        from socketio_delivery import Delivery  # type: ignore[attr-defined]  # noqa: F401
+    except ImportError as exc:
+        return f"socketio_delivery.Delivery not importable ({exc})"
+    return None
+
+
+def _pct(value: object, base: object) -> str:
+    if isinstance(value, float) and isinstance(base, float) and base:
+        return f"{100 * value / base:.0f} %"
+    return "-"
+
+
+async def run_target(
+    target: Target, counts: list[int], events: int, emitters: int, publish: bool = False
+) -> list[list[object]]:
+    """One row per client count: [clients, ev/s, deliveries/s, server CPU s, client CPU s, note]."""
+    rows: list[list[object]] = []
+    me = psutil.Process()
+    with target:
+        ctl = await control(target.url)
+        for count in counts:
+            clients = await connect_clients(target.url, count)
+            try:
+                await blast(ctl, clients, min(50, events), emitters=emitters, publish=publish)  # warm-up
+                server_cpu, client_cpu = target.cpu_seconds(), sum(me.cpu_times()[:2])
+                seconds, _ = await blast(ctl, clients, events, emitters=emitters, publish=publish)
+                server_cpu = target.cpu_seconds() - server_cpu
+                client_cpu = sum(me.cpu_times()[:2]) - client_cpu
+                rate = events / seconds
+                rows.append([count, rate, rate * count, server_cpu, client_cpu, ""])
+            except Exception as exc:
+                rows.append([count, None, None, None, None, f"{type(exc).__name__}: {exc}"[:90]])
+            finally:
+                await close_all(clients)
+                await asyncio.sleep(0.2)
+        await ctl.disconnect()
+    return rows
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=1000, help="events per measurement (default 1000)")
+    parser.add_argument("--clients", default="1,10,100", help="connected clients (default 1,10,100)")
+    parser.add_argument("--emitters", type=int, default=16, help="concurrent server emit tasks (default 16)")
+    parser.add_argument("--stores", default="all", help="comma-separated: memory,sqlite,redis,mongodb")
+    parser.add_argument("--node", action="store_true", help="add the Node socket.io 4.8 peer")
+    parser.add_argument("--publish", action="store_true", help="Delivery rows use delivery.publish")
+    args = parser.parse_args()
+    counts = [int(x) for x in args.clients.split(",")]
+    results: list[tuple[str, list[list[object]]]] = []
+    notes: list[str] = []
+    start = time.perf_counter()
+    async with Stores(store_list(args.stores)) as stores:
+        results.append(
+            (
+                "plain python-socketio",
+                await run_target(Target.python("plain", None), counts, args.events, args.emitters),
+            )
+        )
+        missing = delivery_missing()
+        if missing:
+            notes.append(f"skipped Delivery rows: {missing}")
+        else:
+            for name, url in stores.urls():
+                label = f"Delivery + {name}"
+                target = Target.python(label, url)
+                results.append(
+                    (label, await run_target(target, counts, args.events, args.emitters, args.publish))
+                )
+        notes += skipped_notes(stores)
+    if args.node:
+        why = Target.node_missing()
+        if why:
+            notes.append(f"skipped node peer: {why}")
+        else:
+            results.append(
+                (Target.node().label, await run_target(Target.node(), counts, args.events, args.emitters))
+            )
+    plain = {row[0]: row for row in results[0][1]}
+    rows: list[list[object]] = []
+    for label, target_rows in results:
+        for count, rate, deliveries, scpu, ccpu, note in target_rows:
+            base = plain.get(count, [None] * 6)
+            vs = _pct(rate, base[1])
+            cpu_vs = _pct(scpu, base[3])
+            rows.append([label, count, rate, deliveries, vs, scpu, cpu_vs, ccpu, note])
+    table(
+        f"End-to-end emit throughput, {args.events} events per cell, {args.emitters} server emit tasks",
+        [
+            "server",
+            "clients",
+            "ev/s",
+            "deliveries/s",
+            "vs plain",
+            "server CPU s",
+            "CPU vs plain",
+            "client CPU s",
+            "note",
+        ],
+        rows,
+        notes=[*notes, f"({time.perf_counter() - start:.0f} s)"],
+    )
+
+
+if __name__ == "__main__":
+    run_main(main)
