@@ -1,1 +1,244 @@
-"""Session fixtures for a real redis-server (see adapters/redis)."""
+"""Session fixtures for a real redis-server (see adapters/redis).
+
+The server is started lazily, the first time a test asks for it, from ``redis-server`` on
+PATH (``make services`` / ``scripts/install-services.sh`` installs it), on a free loopback
+port, and stopped at the end of the session (finalizer + atexit; on Linux the server also
+gets SIGTERM if the test process dies).
+
+Fixtures:
+
+``redis_server``          the shared :class:`RedisServer` (``.url``, ``.stop()``, ``.start()``,
+                          ``.restart()``); append-only file in a temp dir, so a graceful
+                          restart keeps the data.
+``redis_server_url``      its URL, ``redis://127.0.0.1:PORT/0``.
+``redis_url``             per test: the shared server's URL with a new key prefix
+                          (``redis://127.0.0.1:PORT/0?prefix=t-<hex>``): a new, empty store.
+``redis_server_factory``  ``factory(persistent=True, fsync="everysec", unix_socket=False)``
+                          starts a private server for tests that stop, kill or flush it;
+                          all are stopped at session end.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+__all__ = ["RedisServer"]
+
+_START_TIMEOUT = 10.0
+_running: list[RedisServer] = []
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    """libc's ``prctl``, resolved in the parent (the child must not import after fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        prctl: Callable[..., int] = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+        return prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _load_prctl()
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: the server gets SIGTERM when the process that started it dies (even by kill -9)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class RedisServer:
+    """One ``redis-server`` process on 127.0.0.1, restartable on the same port and data dir.
+
+    ::
+
+        server = RedisServer(persistent=True)
+        server.start()
+        server.url         # 'redis://127.0.0.1:PORT/0'
+        server.stop()      # graceful: the append-only file is flushed; kill=True: SIGKILL
+        server.start()     # same port, same data (when persistent)
+
+    ``persistent``: append-only file on (else no persistence at all: a restart loses
+    everything, like a cache-only Redis). ``fsync``: ``appendfsync`` (``always`` makes
+    every write survive SIGKILL). ``unix_socket``: also listen on ``.unix_socket``
+    (``.unix_url`` is ``unix://PATH?db=0``).
+    """
+
+    def __init__(
+        self,
+        *,
+        persistent: bool = True,
+        fsync: str = "everysec",
+        unix_socket: bool = False,
+        executable: str | None = None,
+    ) -> None:
+        found = executable or shutil.which("redis-server")
+        if found is None:
+            pytest.fail(
+                "redis-server is not installed: run `make services` (scripts/install-services.sh)",
+                pytrace=False,
+            )
+        self.executable: str = found
+        self.persistent = persistent
+        self.fsync = fsync
+        self.port = _free_port()
+        self.dir = tempfile.mkdtemp(prefix="sd-redis-")
+        self.unix_socket = os.path.join(self.dir, "redis.sock") if unix_socket else None
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def unix_url(self) -> str:
+        if self.unix_socket is None:
+            raise ValueError("this server was started without unix_socket=True")
+        return f"unix://{self.unix_socket}?db=0"
+
+    def command(self) -> list[str]:
+        args = [self.executable, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.dir]
+        args += ["--save", "", "--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"]
+        args += ["--logfile", os.path.join(self.dir, "redis.log")]
+        if self.persistent:
+            args += ["--appendonly", "yes", "--appendfsync", self.fsync]
+        else:
+            args += ["--appendonly", "no"]
+        if self.unix_socket is not None:
+            args += ["--unixsocket", self.unix_socket, "--unixsocketperm", "700"]
+        return args
+
+    def start(self) -> None:
+        """Start the server (no-op when running) and wait until it answers PING."""
+        if self.running:
+            return
+        self.process = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,  # only calls prctl: safe after fork
+        )
+        if self not in _running:
+            _running.append(self)
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            if self.ping():
+                return
+            time.sleep(0.02)
+        log = self._log_tail()
+        self.stop(kill=True)
+        pytest.fail(f"redis-server on port {self.port} did not start:\n{log}", pytrace=False)
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the server: SIGTERM (a graceful shutdown that flushes the AOF) or SIGKILL."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        if kill:
+            process.kill()
+        else:
+            process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def restart(self, *, kill: bool = False) -> None:
+        self.stop(kill=kill)
+        self.start()
+
+    def close(self) -> None:
+        """Stop the server and remove its data directory."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        with contextlib.suppress(ValueError):
+            _running.remove(self)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def ping(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def _log_tail(self) -> str:
+        try:
+            with open(os.path.join(self.dir, "redis.log"), encoding="utf-8", errors="replace") as f:
+                return f.read()[-2000:]
+        except OSError:
+            return "(no log)"
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_running):
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
+    """``factory(persistent=True, ...)``: a new, started private server, stopped at session end."""
+    made: list[RedisServer] = []
+
+    def factory(
+        *, persistent: bool = True, fsync: str = "everysec", unix_socket: bool = False
+    ) -> RedisServer:
+        server = RedisServer(persistent=persistent, fsync=fsync, unix_socket=unix_socket)
+        made.append(server)
+        server.start()
+        return server
+
+    yield factory
+    for server in made:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_server_factory: Callable[..., RedisServer]) -> RedisServer:
+    """The session's shared redis-server. Tests that stop it must start it again."""
+    return redis_server_factory(persistent=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A URL on the shared server with a key prefix of its own: a new, empty store."""
+    redis_server.start()  # in case an earlier test left it stopped
+    return f"{redis_server.url}?prefix=t-{uuid.uuid4().hex[:12]}"
