@@ -1,0 +1,273 @@
+"""The controller: runs one scenario end to end and returns its :class:`Report`.
+
+Timeline of a run:
+
+1. start the server process on a free loopback port, then the client workers
+   (Python processes and one Node process); wait until every client is connected;
+2. tell the server to emit for ``duration`` seconds; meanwhile clients drop their
+   transports at random and the server is ``kill -9``-ed and restarted on schedule;
+3. stop the drops, wait until every client is connected again, have the server emit
+   a final ``end`` event to everyone, and let each client wait for it;
+4. dump the store's log and the clients' receptions, and check them (:mod:`.oracle`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .oracle import check_run
+from .report import Report
+from .scenario import Scenario
+
+__all__ = ["HarnessError", "js_available", "node_modules", "run_scenario"]
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[2]
+
+
+class HarnessError(RuntimeError):
+    """The harness itself could not run the scenario (not a delivery failure)."""
+
+
+def node_modules() -> Path:
+    return ROOT / "tests" / "js" / "node_modules"
+
+
+def js_available() -> bool:
+    """Node and the official client are installed (``make js``)."""
+    return shutil.which("node") is not None and (node_modules() / "socket.io-client").is_dir()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def store_url(scenario: Scenario, folder: Path, name: str) -> str:
+    if scenario.store == "sqlite":
+        return f"sqlite:///{folder / name}"
+    if scenario.store == "memory":
+        return "memory://"
+    return scenario.store
+
+
+class Proc:
+    """A child process spoken to in JSON lines (stdin commands, stdout replies)."""
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self.env = env
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        with open(self.log_path, "ab") as err:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=err,
+                env=self.env,
+                limit=1 << 24,
+            )
+
+    def send(self, obj: dict[str, Any]) -> None:
+        assert self.proc is not None and self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(obj) + "\n").encode())
+
+    async def expect(self, kind: str, timeout: float) -> dict[str, Any]:
+        assert self.proc is not None and self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise HarnessError(f"{self.name}: no {kind!r} within {timeout:.0f} s (see {self.log_path})")
+            try:
+                line = await asyncio.wait_for(self.proc.stdout.readline(), left)
+            except asyncio.TimeoutError:
+                continue
+            if not line:
+                raise HarnessError(f"{self.name} exited before {kind!r} (see {self.log_path})")
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(msg, dict) and msg.get("type") == kind:
+                return msg
+
+    async def request(self, cmd: dict[str, Any], kind: str, timeout: float) -> dict[str, Any]:
+        self.send(cmd)
+        return await self.expect(kind, timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()  # SIGKILL: no cleanup of any kind
+
+    async def wait(self, timeout: float = 10.0) -> None:
+        if self.proc is None:
+            return
+        try:
+            await asyncio.wait_for(self.proc.wait(), timeout)
+        except asyncio.TimeoutError:
+            self.kill()
+            await self.proc.wait()
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE.parent), env.get("PYTHONPATH")) if p)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+async def run_scenario(
+    scenario: Scenario,
+    *,
+    folder: Path | None = None,
+    say: Callable[[str], None] = lambda _msg: None,
+) -> Report:
+    """Run ``scenario`` and check every client. ``say`` gets progress lines."""
+    if scenario.js_clients and not js_available():
+        raise HarnessError("JS clients need Node and tests/js/node_modules: run `make js`")
+    folder = folder or Path(tempfile.mkdtemp(prefix=f"chaos-{scenario.name}-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    env = child_env()
+    started = time.monotonic()
+    port = free_port()
+    config: dict[str, Any] = {
+        "mode": scenario.mode,
+        "port": port,
+        "store": store_url(scenario, folder, "events.db" if scenario.mode == "delivery" else "log.db"),
+        "rooms": scenario.room_names(),
+        "room_rate": scenario.room_rate,
+        "sid_rate": scenario.sid_rate,
+        "all_rate": scenario.all_rate,
+        "recovery_window": scenario.recovery_window,
+        "emit_until": None,
+    }
+    server_log = folder / "server.log"
+
+    def server_proc() -> Proc:
+        argv = [sys.executable, "-m", "delivery_chaos.server", json.dumps(config)]
+        return Proc("server", argv, server_log, env)
+
+    server = server_proc()
+    workers: list[Proc] = []
+    restarts = 0
+    try:
+        await server.start()
+        await server.expect("listening", 60)
+        url = f"http://127.0.0.1:{port}"
+        specs = scenario.clients()
+        py_specs = [s for s in specs if s["kind"] == "py"]
+        js_specs = [s for s in specs if s["kind"] == "js"]
+        groups: list[tuple[str, list[dict[str, Any]]]] = []
+        n_py = max(1, scenario.py_workers)
+        for i in range(n_py):
+            chunk = py_specs[i::n_py]
+            if chunk:
+                groups.append((f"py-worker-{i}", chunk))
+        if js_specs:
+            groups.append(("js-worker", js_specs))
+        for name, chunk in groups:
+            if name.startswith("js"):
+                argv = ["node", str(HERE / "jsclients.cjs"), str(node_modules())]
+            else:
+                argv = [sys.executable, "-m", "delivery_chaos.pyclients"]
+            worker = Proc(name, argv, folder / f"{name}.log", env)
+            await worker.start()
+            worker.send(
+                {
+                    "url": url,
+                    "clients": chunk,
+                    "drop_every": scenario.drop_every,
+                    "seed": scenario.seed * 1000 + len(workers),
+                    "results": str(folder / f"{name}.json"),
+                    "project_client": scenario.project_client,
+                }
+            )
+            workers.append(worker)
+        impl: dict[str, str] = {}
+        for worker in workers:
+            ready = await worker.expect("ready", 120)
+            impl["js" if worker.name.startswith("js") else "py"] = ready.get("client", "?")
+        say(f"{len(specs)} clients connected; emitting for {scenario.duration:.0f} s")
+
+        t0 = time.time()
+        until = t0 + scenario.duration
+        config["emit_until"] = until
+        await server.request({"cmd": "start", "until": until}, "started", 30)
+        for i in range(scenario.server_restarts):
+            at = t0 + scenario.duration * (i + 1) / (scenario.server_restarts + 1)
+            await asyncio.sleep(max(0.0, at - time.time()))
+            say(f"kill -9 of the server process at t={time.time() - t0:.1f} s")
+            server.kill()
+            await server.wait()
+            await asyncio.sleep(scenario.restart_downtime)
+            server = server_proc()
+            await server.start()
+            await server.expect("listening", 60)
+            restarts += 1
+            say(f"server restarted at t={time.time() - t0:.1f} s")
+        await asyncio.sleep(max(0.0, until - time.time()))
+
+        for worker in workers:
+            await worker.request({"cmd": "stop_drops"}, "drops_stopped", 30)
+        total = len(specs)
+        deadline = time.monotonic() + scenario.settle_timeout
+        while True:
+            connected = 0
+            for worker in workers:
+                connected += (await worker.request({"cmd": "status"}, "status", 30))["connected"]
+            if connected == total or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.3)
+        if connected < total:
+            say(f"only {connected}/{total} clients reconnected within {scenario.settle_timeout:.0f} s")
+        await server.request({"cmd": "end"}, "ended", 60)
+        for worker in workers:
+            worker.send({"cmd": "finish", "timeout": scenario.settle_timeout})
+        for worker in workers:
+            await worker.expect("finished", scenario.settle_timeout + 60)
+        dump_path = folder / "log.json"
+        await server.request({"cmd": "dump", "path": str(dump_path)}, "dumped", 120)
+        await server.request({"cmd": "stop"}, "stopped", 30)
+        await server.wait()
+        for worker in workers:
+            await worker.wait()
+    finally:
+        for proc in (server, *workers):
+            proc.kill()
+        for proc in (server, *workers):
+            await proc.wait()
+
+    dump = json.loads(dump_path.read_text())
+    results: list[dict[str, Any]] = []
+    for name, _chunk in groups:
+        results.extend(json.loads((folder / f"{name}.json").read_text()))
+    errors = [
+        line.rstrip()
+        for line in server_log.read_text(errors="replace").splitlines()
+        if " ERROR " in line or "Traceback" in line
+    ]
+    return Report(
+        scenario=scenario,
+        checks=check_run(dump, results),
+        elapsed=time.monotonic() - started,
+        server_restarts=restarts,
+        server_log_errors=errors,
+        client_impl=impl,
+        folder=str(folder),
+    )
