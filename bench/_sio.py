@@ -226,7 +226,8 @@ async def blast(
     except asyncio.TimeoutError:
         got = sum(c.count - (c.target - n) for c in clients)
         raise TimeoutError(f"{got} of {n * len(clients)} ticks arrived in {timeout:.0f} s") from None
-    return max(ends) - start, float(reply["seconds"])
+    done = max(ends) if ends else time.perf_counter()
+    return done - start, float(reply["seconds"])
 
 
 async def close_all(clients: Sequence[Client]) -> None:

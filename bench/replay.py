@@ -1,0 +1,147 @@
+"""Replay: time from reconnect to the last missed event, per store, and the server's memory meanwhile.
+
+    .venv/bin/python bench/replay.py [--missed 1000,10000] [--stores all] [--node]
+    .venv/bin/python bench/replay.py --missed 1000,10000,100000     # the big size
+
+For each target (Delivery on each store; ``--node``: the Node socket.io 4.8 peer with
+connectionStateRecovery) and each number N of missed events:
+
+1. a python-socketio client connects (joins room ``replay``) and receives one event, so it
+   has a session id (``pid``) and an offset;
+2. live: the server emits N events to the room while the client is connected (the time to
+   the last one is the live rate the replay is compared with);
+3. the client's transport is closed without a goodbye; the server emits N more events;
+4. a new client connects with ``auth={"pid": ..., "offset": ...}``: the time from the
+   connect call to the N-th missed event received is the replay time.
+
+Columns: replay ev/s, live ev/s, replay/live; recovered (same pid back, no resync, exactly N
+events); server RSS before the reconnect and its peak during the replay (sampled every 20 ms).
+Asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import RssSampler, Stores, run_main, skipped_notes, store_list, table
+from _sio import Client, Target, blast, control
+from e2e import delivery_missing
+
+
+async def replay_once(target: Target, ctl: Client, n: int, emitters: int) -> list[object]:
+    """[replay s, replay ev/s, live ev/s, recovered, RSS before MB, RSS peak MB, note]."""
+    room = f"replay-{n}"
+    first = Client()
+    await first.connect(target.url, {"room": room})
+    await blast(ctl, [first], 1, room=room, emitters=1)
+    live_seconds, _ = await blast(ctl, [first], n, room=room, emitters=emitters, timeout=60 + n / 100)
+    pid, offset = first.pid, first.offset
+    await first.drop()
+    await asyncio.sleep(0.5)  # the server notices the closed transport and keeps the session
+    await blast(ctl, [], n, room=room, emitters=emitters, timeout=60 + n / 100)
+    again = Client()
+    done = again.expect(n)
+    note = ""
+    with RssSampler([target.pid], interval=0.02) as rss:
+        start = time.perf_counter()
+        try:
+            await again.connect(target.url, {"pid": pid, "offset": offset, "room": room})
+            end = await asyncio.wait_for(done, 60 + n / 100)
+        except Exception as exc:  # reported in the table
+            end = float("nan")
+            note = f"{type(exc).__name__}: {exc} ({again.count} of {n} arrived)"[:90]
+    await asyncio.sleep(0.2)  # duplicates, if any, arrive
+    recovered = again.pid is not None and again.pid == pid and again.resync is None and again.count == n
+    if not recovered and not note:
+        note = f"pid {'same' if again.pid == pid else 'new'}, resync={again.resync}, got {again.count} of {n}"
+    await again.disconnect()
+    seconds = end - start
+    return [
+        seconds,
+        n / seconds,
+        n / live_seconds,
+        "yes" if recovered else "NO",
+        rss.first_mb(target.pid),
+        rss.peak_mb(target.pid),
+        note,
+    ]
+
+
+async def run_target(target: Target, sizes: list[int], emitters: int) -> list[list[object]]:
+    rows: list[list[object]] = []
+    with target:
+        ctl = await control(target.url)
+        for n in sizes:
+            try:
+                rows.append([n, *await replay_once(target, ctl, n, emitters)])
+            except Exception as exc:
+                rows.append([n, None, None, None, "NO", None, None, f"{type(exc).__name__}: {exc}"[:90]])
+        await ctl.disconnect()
+    return rows
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--missed", default="1000,10000", help="missed events (default 1000,10000)")
+    parser.add_argument("--emitters", type=int, default=16, help="concurrent server emit tasks (default 16)")
+    parser.add_argument("--stores", default="all", help="comma-separated: memory,sqlite,redis,mongodb")
+    parser.add_argument("--node", action="store_true", help="add the Node socket.io 4.8 peer")
+    args = parser.parse_args()
+    sizes = [int(x) for x in args.missed.split(",")]
+    keep = max(1_000_000, 3 * max(sizes) + 1000)  # retention must not trim what the client missed
+    results: list[tuple[str, list[list[object]]]] = []
+    notes: list[str] = []
+    async with Stores(store_list(args.stores)) as stores:
+        missing = delivery_missing()
+        if missing:
+            notes.append(f"skipped Delivery rows: {missing}")
+        else:
+            for name, url in stores.urls():
+                label = f"Delivery + {name}"
+                results.append(
+                    (
+                        label,
+                        await run_target(Target.python(label, url, max_events=keep), sizes, args.emitters),
+                    )
+                )
+        notes += skipped_notes(stores)
+    if args.node:
+        why = Target.node_missing()
+        if why:
+            notes.append(f"skipped node peer: {why}")
+        else:
+            results.append((Target.node().label, await run_target(Target.node(), sizes, args.emitters)))
+    rows = [[label, *row] for label, target_rows in results for row in target_rows]
+    for row in rows:
+        replay_rate, live_rate = row[3], row[4]
+        ok = isinstance(replay_rate, float) and isinstance(live_rate, float) and live_rate
+        row.insert(5, f"{100 * replay_rate / live_rate:.0f} %" if ok else "-")  # type: ignore[operator]
+    table(
+        "Replay after reconnect (connection state recovery, pid + offset)",
+        [
+            "server",
+            "missed",
+            "replay s",
+            "replay ev/s",
+            "live ev/s",
+            "replay/live",
+            "recovered",
+            "RSS before MB",
+            "RSS peak MB",
+            "note",
+        ],
+        rows,
+        notes=notes,
+    )
+
+
+if __name__ == "__main__":
+    run_main(main)
