@@ -1,5 +1,5 @@
-"""redis store for socketio-delivery."""
+"""The Redis store for socketio-delivery: ``redis://``, ``rediss://`` and ``unix://`` URLs."""
 
-from .store import RedisEventStore
+from .store import RedisEventStore, RedisOptions
 
-__all__ = ["RedisEventStore"]
+__all__ = ["RedisEventStore", "RedisOptions"]

@@ -1,5 +1,709 @@
-"""Placeholder: implemented in its issue."""
+"""The Redis store: events in Redis streams, ids assigned by the server, writes group-committed.
+
+::
+
+    from socketio_delivery import open_store
+
+    store = open_store("redis://localhost:6379/0?prefix=chat")
+    await store.open()
+    event = await store.persist("/chat", {"text": "hi"}, rooms=["lobby"])
+    page = await store.fetch_since("/chat", None, rooms=["lobby"])
+    await store.close()
+
+or with a client you already have (it stays yours: ``close()`` does not close it)::
+
+    client = redis.asyncio.Redis(host="localhost")
+    store = RedisEventStore.from_client(client, prefix="chat")
+
+Each stream is a Redis stream; ``persist`` calls are queued and a single writer task sends
+everything queued as one pipeline, one ``EVALSHA`` per stream carrying all of that stream's
+events (group commit). The script appends them with ``XADD *``, so the server assigns the
+ids, in the order it runs the scripts: no late arrivals, from any number of processes.
+An offset is ``<epoch>-<ms>-<seq>`` (the stream's epoch, then the Redis id in fixed-width
+hex), so offsets of one epoch compare as plain strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import inspect
+import json
+import logging
+import re
+import secrets
+from collections import deque
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import redis.asyncio as aioredis
+from redis.asyncio.connection import (
+    URL_QUERY_ARGUMENT_PARSERS,
+    AbstractConnection,
+    Connection,
+    ConnectionPool,
+    SSLConnection,
+    UnixDomainSocketConnection,
+)
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from socketio_delivery.config import StoreOptions, build_options, parse_url, redact
+from socketio_delivery.errors import (
+    ConfigurationError,
+    InvalidArgumentError,
+    InvalidOffsetError,
+    OffsetUnavailableError,
+    StoreError,
+    StoreUnavailableError,
+)
+from socketio_delivery.store import DEFAULT_PAGE_SIZE, Capability, Event, KeyState, Reservation, new_id
+from socketio_delivery.validate import (
+    check_key,
+    check_limit,
+    check_offset,
+    check_rooms,
+    check_stream,
+    check_ttl,
+)
+
+from . import _scripts
+from ._scripts import INLINE_LIMIT, Script
+
+__all__ = ["RedisEventStore", "RedisOptions"]
+
+log = logging.getLogger("socketio_delivery_redis")
+
+SCHEMES = ("redis", "rediss", "unix")
+_OFFSET = re.compile(r"([0-9a-f]{8})-([0-9a-f]{16})-([0-9a-f]{16})")
+_PREFIX = re.compile(r"[^{}\s]{1,64}")
+#: A fetch that has found events stops after examining this many scan steps (a short page).
+_STEPS_WITH_RESULTS = 10
+
+
+@dataclass(frozen=True)
+class RedisOptions(StoreOptions):
+    """Options of ``redis://``, ``rediss://`` and ``unix://`` URLs (query string or keywords).
+
+    ``prefix``: first part of every key the store creates (no braces, no spaces), so
+    several applications can share one database. ``max_batch``: most events one round
+    trip carries. ``scan_count``: most entries one ``fetch_since`` step examines when
+    filtering by rooms. ``trim_chunk``: most events one retention step removes by count.
+    ``retention_interval``: seconds between background retention runs over every
+    stream (``None``: only on persist and :meth:`~RedisEventStore.trim`).
+    ``retries``: retries of a command after a connection error or timeout (clients
+    the store creates; a client you pass keeps its own policy).
+    """
+
+    prefix: str = "sio"
+    max_batch: int = 1000
+    scan_count: int = 1000
+    trim_chunk: int = 10_000
+    retention_interval: float | None = 60.0
+    retries: int = 3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.prefix, str) or not _PREFIX.fullmatch(self.prefix):
+            raise ConfigurationError(
+                f"prefix must be 1 to 64 characters without braces or spaces, got {self.prefix!r}"
+            )
+        for name in ("max_batch", "scan_count", "trim_chunk"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
+        if self.retention_interval is not None and not self.retention_interval > 0:
+            raise ConfigurationError(
+                f"retention_interval must be > 0 seconds or None, got {self.retention_interval!r}"
+            )
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ConfigurationError(f"retries must be an int >= 0, got {self.retries!r}")
+
+
+@dataclass(slots=True)
+class _Persist:
+    stream: str
+    data: Any
+    args: list[bytes | int]
+    rooms: tuple[str, ...]
+    exclude: tuple[str, ...]
+    future: asyncio.Future[Event] = field(repr=False)
+
+
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _dumps(value: Any, what: str) -> str:
+    try:
+        return _ENCODER.encode(value)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidArgumentError(f"{what} must be a JSON value: {exc}") from exc
+
+
+def _b(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _s(value: bytes | str) -> str:
+    return value if isinstance(value, str) else value.decode("utf-8", "surrogatepass")
+
+
+def _list_args(items: tuple[str, ...]) -> list[bytes | int]:
+    if len(items) > INLINE_LIMIT:
+        return [-1, _b(_dumps(list(items), "rooms"))]
+    return [len(items), *(_b(item) for item in items)]
+
+
+def _store_error(exc: BaseException, doing: str) -> StoreError:
+    """The :class:`StoreError` (or :class:`StoreUnavailableError`) for a driver error, cause chained."""
+    unavailable = isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError))
+    cls = StoreUnavailableError if unavailable else StoreError
+    error = cls(f"Redis {doing} failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _redis_id(raw: bytes | str) -> tuple[int, int]:
+    ms, _, seq = _s(raw).partition("-")
+    return int(ms), int(seq)
+
+
+def _url_parameters(scheme: str) -> set[str]:
+    """Query parameters redis-py accepts in a URL of ``scheme`` (passed through to it)."""
+    connection: type[AbstractConnection] = {
+        "redis": Connection,
+        "rediss": SSLConnection,
+        "unix": UnixDomainSocketConnection,
+    }[scheme]
+    names = set(URL_QUERY_ARGUMENT_PARSERS) | {"max_connections"}
+    for cls in (*connection.__mro__, ConnectionPool):
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            names |= {p.name for p in inspect.signature(init).parameters.values() if p.kind is p.KEYWORD_ONLY}
+            names |= {
+                p.name
+                for p in inspect.signature(init).parameters.values()
+                if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"
+            }
+    return names - {"connection_class", "path", "host", "port", "encoder_class", "parser_class"}
+
+
+class _StreamKeys:
+    """The keys of one stream; they share the hash tag ``{<stream>}`` (one cluster slot)."""
+
+    __slots__ = ("events", "meta", "writer")
+
+    def __init__(self, prefix: str, stream: str, writer: str) -> None:
+        tag = stream.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+        base = f"{prefix}:{{{tag}}}:"
+        self.events = _b(base + "events")
+        self.meta = _b(base + "meta")
+        self.writer = _b(base + "w:" + writer)
 
 
 class RedisEventStore:
-    pass
+    """An :class:`~socketio_delivery.EventStore` on Redis (>= 6.2; tested on 7.0).
+
+    Made from a URL (:meth:`from_url`, or ``open_store("redis://...")``) or from a
+    ``redis.asyncio.Redis`` / ``RedisCluster`` client you already have
+    (:meth:`from_client`, or ``RedisEventStore(client, options)``).
+
+    :attr:`round_trips` counts the pipelines the writer sent and :attr:`writes` the
+    events they carried, so ``writes / round_trips`` is the batching factor.
+    """
+
+    capabilities: frozenset[Capability] = frozenset({Capability.DURABLE, Capability.MULTI_PROCESS})
+
+    def __init__(
+        self, client: Any = None, options: RedisOptions | None = None, *, url: str | None = None
+    ) -> None:
+        if (client is None) == (url is None):
+            raise ConfigurationError("RedisEventStore needs a redis.asyncio client or a url (not both)")
+        self.url = url
+        self.options = options or RedisOptions()
+        self.round_trips = 0
+        self.writes = 0
+        self._given = client
+        self._client: Any = None
+        self._writer_id = ""
+        self._keys: dict[str, _StreamKeys] = {}
+        self._open_lock = asyncio.Lock()
+        self._queue: deque[_Persist] = deque()
+        self._wakeup = asyncio.Event()
+        self._stopping = False
+        self._writer: asyncio.Task[None] | None = None
+        self._maintenance: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisEventStore:
+        """``redis://[user:password@]host[:port][/db]``, ``rediss://...`` (TLS), ``unix:///path.sock``.
+
+        Query parameters are this store's options (:class:`RedisOptions`) or redis-py's
+        connection parameters (``socket_timeout``, ``ssl_cert_reqs``, ``db``, ...), which
+        are passed on to it: ``redis://cache:6379/2?prefix=chat&max_events=50000``.
+        """
+        parsed = parse_url(url)
+        if parsed.scheme not in SCHEMES:
+            raise ConfigurationError(
+                f"RedisEventStore opens redis://, rediss:// and unix:// URLs, got {parsed}"
+            )
+        if parsed.scheme == "unix" and not parsed.path:
+            raise ConfigurationError(
+                f"a unix:// URL needs a socket path (unix:///run/redis.sock), got {parsed}"
+            )
+        ours = {f.name for f in dataclasses.fields(RedisOptions)}
+        passthrough = _url_parameters(parsed.scheme)
+        for name in parsed.query:
+            if name not in ours and name not in passthrough:
+                raise ConfigurationError(
+                    f"unknown option {name!r} in {parsed}: store options are {', '.join(sorted(ours))}; "
+                    f"redis-py connection parameters (socket_timeout, ssl_cert_reqs, ...) are passed on"
+                )
+        own_url = dataclasses.replace(parsed, query={k: v for k, v in parsed.query.items() if k in ours})
+        store_options = build_options(RedisOptions, own_url, options)
+        base, _, query = url.partition("?")
+        rest = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in ours]
+        redis_url = base + ("?" + urlencode(rest) if rest else "")
+        try:  # redis-py checks its parameters when it makes a connection: do it now (no I/O)
+            pool = ConnectionPool.from_url(redis_url)
+            pool.connection_class(**pool.connection_kwargs)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"invalid redis-py connection parameters in {parsed}: {exc}") from exc
+        return cls(url=redis_url, options=store_options)
+
+    @classmethod
+    def from_client(cls, client: Any, **options: Any) -> RedisEventStore:
+        """A store on a ``redis.asyncio`` client you made (Sentinel ``master_for``, cluster, ...).
+
+        ``options`` are :class:`RedisOptions` fields. The client stays yours: :meth:`close`
+        leaves it open. The store sends bytes and reads bytes or text, so the client's
+        ``decode_responses`` may be either.
+        """
+        return cls(client, build_options(RedisOptions, None, options))
+
+    def __repr__(self) -> str:
+        where = redact(self.url) if self.url else type(self._given).__name__
+        return f"<RedisEventStore {where} prefix={self.options.prefix!r}>"
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def open(self) -> None:
+        async with self._open_lock:
+            if self._client is not None:
+                return
+            client = self._given
+            if client is None:
+                retry = Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.5), self.options.retries)
+                try:
+                    client = aioredis.from_url(self.url or "", retry=retry)
+                except (ValueError, TypeError) as exc:
+                    raise ConfigurationError(f"cannot use {redact(self.url or '')}: {exc}") from exc
+            try:
+                await client.ping()
+            except (RedisError, OSError) as exc:
+                if self._given is None:
+                    with contextlib.suppress(Exception):
+                        await client.aclose()
+                raise _store_error(exc, f"connecting ({self!r})") from exc
+            except BaseException:
+                if self._given is None:
+                    with contextlib.suppress(Exception):
+                        await client.aclose()
+                raise
+            await self._warn_if_not_persistent(client)
+            self._client = client
+            self._writer_id = secrets.token_hex(8)
+            self._keys.clear()
+            self._stopping = False
+            self._wakeup = asyncio.Event()  # a store may be opened again on another event loop
+            self._writer = asyncio.create_task(self._write_loop(), name=f"{self!r} writer")
+            if self.options.retention_interval is not None:
+                self._maintenance = asyncio.create_task(self._maintain(), name=f"{self!r} retention")
+
+    async def _warn_if_not_persistent(self, client: Any) -> None:
+        try:
+            config = await client.config_get("appendonly")
+            config.update(await client.config_get("save"))
+        except (RedisError, OSError):
+            return  # CONFIG is often disabled on managed Redis
+        values = {_s(k): _s(v) for k, v in config.items()}
+        if values.get("appendonly") == "no" and not values.get("save", "").strip():
+            log.warning(
+                "%r: the Redis server does not persist (appendonly no, no save points): a restart "
+                "loses every event, session and key; clients then resynchronise",
+                self,
+            )
+
+    async def close(self) -> None:
+        async with self._open_lock:
+            client = self._client
+            if client is None:
+                return
+            self._stopping = True
+            if self._maintenance is not None:
+                self._maintenance.cancel()
+                await asyncio.gather(self._maintenance, return_exceptions=True)
+                self._maintenance = None
+            self._wakeup.set()
+            if self._writer is not None:
+                await asyncio.gather(self._writer, return_exceptions=True)
+                self._writer = None
+            self._client = None
+            if self._given is None:
+                try:
+                    await client.aclose()
+                except (RedisError, OSError) as exc:
+                    raise _store_error(exc, "close") from exc
+
+    def generate_id(self) -> str:
+        return new_id()
+
+    # -- helpers -----------------------------------------------------------------------
+    def _ready(self) -> Any:
+        if self._client is None or self._stopping:
+            raise StoreUnavailableError(f"{self!r} is not open: await store.open() first")
+        return self._client
+
+    def _stream_keys(self, stream: str) -> _StreamKeys:
+        keys = self._keys.get(stream)
+        if keys is None:
+            if len(self._keys) > 10_000:
+                self._keys.clear()
+            keys = self._keys[stream] = _StreamKeys(self.options.prefix, stream, self._writer_id)
+        return keys
+
+    def _key(self, kind: str, key: str) -> bytes:
+        return _b(f"{self.options.prefix}:{kind}:{key}")
+
+    @property
+    def _registry(self) -> bytes:
+        return _b(f"{self.options.prefix}:streams")
+
+    async def _eval(self, script: Script, keys: Sequence[bytes], args: Sequence[Any], doing: str) -> Any:
+        client = self._ready()
+        try:
+            try:
+                return await client.evalsha(script.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return await client.eval(script.source, len(keys), *keys, *args)
+        except (RedisError, OSError) as exc:
+            raise _store_error(exc, doing) from exc
+
+    @staticmethod
+    def _offset(epoch: str, ms: int, seq: int) -> str:
+        return f"{epoch}-{ms:016x}-{seq:016x}"
+
+    @staticmethod
+    def _parse_offset(offset: object) -> tuple[str, int, int]:
+        text = check_offset(offset)
+        match = _OFFSET.fullmatch(text)
+        if match is None:
+            raise InvalidOffsetError(f"{text[:40]!r} is not an offset of the Redis store")
+        return match.group(1), int(match.group(2), 16), int(match.group(3), 16)
+
+    # -- the writer ----------------------------------------------------------------------
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        while True:
+            if not queue:
+                if self._stopping:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = [queue.popleft() for _ in range(min(len(queue), self.options.max_batch))]
+            try:
+                await self._run_batch(batch)
+            except BaseException as exc:  # cancelled (loop shutdown): nobody waits forever
+                error = StoreUnavailableError(f"{self!r} writer stopped")
+                error.__cause__ = exc
+                for op in [*batch, *queue]:
+                    if not op.future.done():
+                        op.future.set_exception(error)
+                queue.clear()
+                raise
+
+    def _persist_args(self, ops: list[_Persist]) -> list[Any]:
+        opts = self.options
+        maxlen = opts.max_events or 0
+        age_ms = 0 if opts.max_age is None else max(1, round(opts.max_age * 1000))
+        args: list[Any] = [
+            secrets.token_hex(4),  # epoch, if the stream has none yet
+            secrets.token_hex(8),  # batch token
+            maxlen,
+            age_ms,
+            opts.trim_chunk,
+            max(100, maxlen // 10),  # count excess tolerated before a trim
+            max(1000, age_ms // 10),  # age excess tolerated before a trim
+        ]
+        for op in ops:
+            args += op.args
+        return args
+
+    async def _run_batch(self, batch: list[_Persist]) -> None:
+        groups: dict[str, list[_Persist]] = {}
+        for op in batch:
+            groups.setdefault(op.stream, []).append(op)
+        calls = [(ops, self._stream_keys(stream), self._persist_args(ops)) for stream, ops in groups.items()]
+        client = self._client
+        results: list[Any]
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.sadd(self._registry, *(_b(stream) for stream in groups))
+            for _, keys, args in calls:
+                pipe.evalsha(_scripts.PERSIST.sha, 3, keys.events, keys.meta, keys.writer, *args)
+            self.round_trips += 1
+            results = (await pipe.execute(raise_on_error=False))[1:]
+            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+            if missing:  # the server restarted or SCRIPT FLUSH: send the source (same batch token)
+                pipe = client.pipeline(transaction=False)
+                for i in missing:
+                    _, keys, args = calls[i]
+                    pipe.eval(_scripts.PERSIST.source, 3, keys.events, keys.meta, keys.writer, *args)
+                self.round_trips += 1
+                for i, result in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+                    results[i] = result
+        except (RedisError, OSError) as exc:
+            for op in batch:
+                if not op.future.done():
+                    op.future.set_exception(_store_error(exc, "persist"))
+            return
+        self.writes += len(batch)
+        for (ops, _, _), result in zip(calls, results, strict=True):
+            if isinstance(result, BaseException):
+                for op in ops:
+                    if not op.future.done():
+                        op.future.set_exception(_store_error(result, "persist"))
+                continue
+            epoch = _s(result[0])
+            for op, raw in zip(ops, result[1:], strict=True):
+                ms, seq = _redis_id(raw)
+                event = Event(self._offset(epoch, ms, seq), op.data, op.rooms, op.exclude, ms / 1000)
+                if not op.future.done():
+                    op.future.set_result(event)
+
+    # -- event streams ----------------------------------------------------------------
+    async def persist(
+        self,
+        stream: str,
+        data: Any,
+        *,
+        rooms: Collection[str] = (),
+        exclude: Collection[str] = (),
+    ) -> Event:
+        check_stream(stream)
+        event_rooms = () if rooms == () else check_rooms(rooms)
+        event_exclude = () if exclude == () else check_rooms(exclude, "exclude")
+        text = _dumps(data, "event data")
+        # The event holds its own JSON value, as fetch_since returns it (tuples become lists).
+        copy = data if type(data) in _SCALARS else json.loads(text)
+        args: list[bytes | int] = [_b(text), *_list_args(event_rooms), *_list_args(event_exclude)]
+        self._ready()
+        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Persist(stream, copy, args, event_rooms, event_exclude, future))
+        self._wakeup.set()
+        return await future
+
+    def _event(self, epoch: str, entry: Sequence[Any]) -> Event:
+        raw_id, fields = entry
+        ms, seq = _redis_id(raw_id)
+        data: Any = None
+        rooms: list[str] = []
+        exclude: list[str] = []
+        for i in range(0, len(fields), 2):
+            name = _s(fields[i])
+            value = fields[i + 1]
+            if name == "d":
+                data = json.loads(value)
+            elif name == "r":
+                rooms.append(_s(value))
+            elif name == "x":
+                exclude.append(_s(value))
+            elif name == "R":
+                rooms.extend(json.loads(value))
+            elif name == "X":
+                exclude.extend(json.loads(value))
+        return Event(self._offset(epoch, ms, seq), data, tuple(rooms), tuple(exclude), ms / 1000)
+
+    async def fetch_since(
+        self,
+        stream: str,
+        offset: str | None,
+        *,
+        rooms: Collection[str] | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> list[Event]:
+        check_stream(stream)
+        check_limit(limit)
+        wanted = None if rooms is None else list(dict.fromkeys(check_rooms(rooms)))
+        after = None if offset is None else self._parse_offset(offset)
+        self._ready()
+        keys = self._stream_keys(stream)
+        start = "-" if after is None else f"({after[1]}-{after[2]}"
+        filtering = wanted is not None
+        room_args = [_b(room) for room in wanted or ()]
+        out: list[Event] = []
+        steps = 0
+        epoch: str | None = None
+        while True:
+            need = limit - len(out)
+            window = max(need, self.options.scan_count) if filtering else need
+            args = [start, window, need, "1" if filtering else "0", *room_args]
+            raw_epoch, raw_lwm, raw_last, cursor, examined, entries = await self._eval(
+                _scripts.FETCH, (keys.events, keys.meta), args, "fetch_since"
+            )
+            lwm = None if raw_lwm is None else _redis_id(raw_lwm)
+            if steps == 0:
+                epoch = None if raw_epoch is None else _s(raw_epoch)
+                if after is not None:
+                    self._check_position(offset, after, epoch, lwm, raw_last)
+                if epoch is None:
+                    return []
+            elif (
+                raw_epoch is None
+                or _s(raw_epoch) != epoch
+                or (lwm is not None and _redis_id(start[1:]) < lwm)
+            ):
+                # Trimmed (or wiped) while this call paged: what was found is still right.
+                if out:
+                    return out
+                raise OffsetUnavailableError(
+                    f"events after offset {offset!r} were removed by retention while reading", offset=offset
+                )
+            assert epoch is not None
+            out.extend(self._event(epoch, entry) for entry in entries)
+            steps += 1
+            if len(out) >= limit or int(examined) < window or cursor is None:
+                return out
+            if out and steps >= _STEPS_WITH_RESULTS:
+                return out  # bounded work per call; the caller reads on from the last offset
+            start = "(" + _s(cursor)
+
+    @staticmethod
+    def _check_position(
+        offset: str | None,
+        after: tuple[str, int, int],
+        epoch: str | None,
+        lwm: tuple[int, int] | None,
+        raw_last: Any,
+    ) -> None:
+        if epoch is None:
+            raise OffsetUnavailableError(
+                f"offset {offset!r} is not held by this store (the stream is unknown or was wiped)",
+                offset=offset,
+            )
+        if after[0] != epoch:
+            raise OffsetUnavailableError(
+                f"offset {offset!r} is from another epoch (the data was wiped, or it is another store)",
+                offset=offset,
+            )
+        position = (after[1], after[2])
+        if lwm is not None and position < lwm:
+            raise OffsetUnavailableError(
+                f"events after offset {offset!r} were removed by retention", offset=offset
+            )
+        last = (0, 0) if raw_last is None else _redis_id(raw_last)
+        if position > last:
+            raise OffsetUnavailableError(
+                f"offset {offset!r} is beyond the newest event (events were lost by the server)",
+                offset=offset,
+            )
+
+    async def last_offset(self, stream: str) -> str:
+        check_stream(stream)
+        keys = self._stream_keys(stream)
+        epoch, last = await self._eval(
+            _scripts.LAST, (keys.events, keys.meta), [secrets.token_hex(4)], "last_offset"
+        )
+        ms, seq = _redis_id(last)
+        return self._offset(_s(epoch), ms, seq)
+
+    # -- retention ----------------------------------------------------------------------
+    async def trim(self, stream: str | None = None) -> int:
+        if stream is not None:
+            check_stream(stream)
+            return await self._trim_stream(stream)
+        client = self._ready()
+        total = 0
+        try:
+            names = [_s(name) async for name in client.sscan_iter(self._registry, count=500)]
+        except (RedisError, OSError) as exc:
+            raise _store_error(exc, "listing streams") from exc
+        for name in names:
+            total += await self._trim_stream(name)
+        return total
+
+    async def _trim_stream(self, stream: str) -> int:
+        keys = self._stream_keys(stream)
+        opts = self.options
+        args = [
+            opts.max_events or 0,
+            0 if opts.max_age is None else max(1, round(opts.max_age * 1000)),
+            opts.trim_chunk,
+        ]
+        total = 0
+        while True:
+            gone, more = await self._eval(_scripts.TRIM, (keys.events, keys.meta), args, "trim")
+            total += int(gone)
+            if not int(more):
+                return total
+
+    async def _maintain(self) -> None:
+        interval = self.options.retention_interval
+        assert interval is not None
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.trim()
+            except StoreError as exc:
+                log.warning("%r: retention failed: %s", self, exc)
+
+    # -- sessions -------------------------------------------------------------------------
+    async def _call(self, doing: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        client = self._ready()
+        try:
+            return await getattr(client, method)(*args, **kwargs)
+        except (RedisError, OSError) as exc:
+            raise _store_error(exc, doing) from exc
+
+    async def save_session(self, key: str, record: Mapping[str, Any], ttl: float) -> None:
+        check_key(key)
+        ms = max(1, round(check_ttl(ttl) * 1000))
+        if not isinstance(record, Mapping):
+            raise InvalidArgumentError("a session record must be a mapping")
+        text = _dumps(dict(record), "session record")
+        await self._call("save_session", "set", self._key("session", key), _b(text), px=ms)
+
+    async def claim_session(self, key: str) -> dict[str, Any] | None:
+        check_key(key)
+        value = await self._call("claim_session", "getdel", self._key("session", key))
+        return None if value is None else json.loads(value)
+
+    # -- idempotency keys ---------------------------------------------------------------------
+    async def reserve_key(self, key: str, lease: float) -> Reservation:
+        check_key(key)
+        ms = max(1, round(check_ttl(lease, "lease") * 1000))
+        value = await self._eval(
+            _scripts.RESERVE, (self._key("key", key),), [secrets.token_hex(8), ms], "reserve_key"
+        )
+        if value is None:
+            return Reservation(KeyState.ACQUIRED)
+        text = _s(value)
+        if text.startswith("d:"):
+            return Reservation(KeyState.DONE, json.loads(text[2:]))
+        return Reservation(KeyState.PENDING)
+
+    async def complete_key(self, key: str, result: Any, ttl: float) -> None:
+        check_key(key)
+        ms = max(1, round(check_ttl(ttl) * 1000))
+        text = _dumps(result, "result")
+        await self._call("complete_key", "set", self._key("key", key), _b("d:" + text), px=ms)
+
+    async def release_key(self, key: str) -> None:
+        check_key(key)
+        await self._eval(_scripts.RELEASE, (self._key("key", key),), [], "release_key")

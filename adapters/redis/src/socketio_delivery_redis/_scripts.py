@@ -1,0 +1,255 @@
+"""The Lua scripts of the Redis store. Each one touches the keys of ONE stream (one hash slot).
+
+Every stream has keys sharing the hash tag ``{<stream>}`` (see ``store._StreamKeys``):
+
+* ``<prefix>:{<stream>}:events``: the Redis stream. Entry fields: ``d`` the JSON data, then
+  one ``r`` field per room and one ``x`` field per excluded sid (repeated fields; past
+  :data:`INLINE_LIMIT` of them, one ``R`` / ``X`` field holding a JSON array instead).
+* ``<prefix>:{<stream>}:meta``: a hash: ``epoch`` (random tag of this incarnation of the
+  stream), ``last`` (id of the newest entry ever added, ``0-0`` before the first) and
+  ``lwm`` (low-water mark: id of the newest entry retention removed).
+* ``<prefix>:{<stream>}:w:<writer>``: the last batch one store object appended (its token
+  and the ids it got), for 60 s, so a batch re-sent after a lost reply is not appended twice.
+
+Entries are only ever removed from the front (retention), so "events after offset X were
+removed" is exactly ``X < lwm``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from hashlib import sha1
+
+__all__ = ["FETCH", "INLINE_LIMIT", "LAST", "PERSIST", "RELEASE", "RESERVE", "TRIM", "Script"]
+
+#: Rooms (or excluded sids) of one event stored as repeated fields up to this many, else as JSON.
+INLINE_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Script:
+    """A Lua script and its SHA1 (for ``EVALSHA``; ``EVAL`` when the server lost it)."""
+
+    name: str
+    source: str
+    sha: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sha", sha1(self.source.encode()).hexdigest())
+
+
+_COMMON = r"""
+local function split_id(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(ms), tonumber(seq)
+end
+
+local function id_lt(a, b)
+  local am, as = split_id(a)
+  local bm, bs = split_id(b)
+  return am < bm or (am == bm and as < bs)
+end
+
+local function succ(id)
+  local ms, seq = string.match(id, '^(%d+)-(%d+)$')
+  return ms .. '-' .. string.format('%.0f', tonumber(seq) + 1)
+end
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- The stream's epoch, or false when it has none or its entries vanished (deleted, evicted).
+local function current_epoch(stream, meta)
+  local m = redis.call('HMGET', meta, 'epoch', 'last')
+  if m[1] and m[2] and m[2] ~= '0-0' and redis.call('EXISTS', stream) == 0 then
+    return false
+  end
+  return m[1]
+end
+
+local function ensure_epoch(stream, meta, candidate)
+  local epoch = current_epoch(stream, meta)
+  if not epoch then
+    redis.call('DEL', meta)
+    redis.call('HSET', meta, 'epoch', candidate, 'last', '0-0')
+    epoch = candidate
+  end
+  return epoch
+end
+
+-- Retention: drop the oldest entries, those beyond the newest `maxlen` (at most `chunk` of
+-- them per call) and those older than `age` ms. Nothing happens until the excess passes
+-- `slack_n` entries / `slack_ms` ms (0: exact). The newest dropped id becomes 'lwm'.
+-- Returns gone, more (count excess left for another call).
+local function trim(stream, meta, maxlen, age, chunk, slack_n, slack_ms)
+  local cut, more = nil, false
+  if maxlen > 0 then
+    local excess = redis.call('XLEN', stream) - maxlen
+    if excess > slack_n then
+      local n = math.min(excess, chunk)
+      more = excess > chunk
+      local es = redis.call('XRANGE', stream, '-', '+', 'COUNT', n)
+      if #es > 0 then cut = es[#es][1] end
+    end
+  end
+  if age > 0 then
+    local cutoff = now_ms() - age
+    if cutoff - slack_ms > 0 then
+      local old = redis.call('XREVRANGE', stream,
+        '(' .. string.format('%.0f', cutoff - slack_ms) .. '-0', '-', 'COUNT', 1)
+      if #old > 0 and slack_ms > 0 then
+        old = redis.call('XREVRANGE', stream, '(' .. string.format('%.0f', cutoff) .. '-0', '-', 'COUNT', 1)
+      end
+      if #old > 0 and (not cut or id_lt(cut, old[1][1])) then cut = old[1][1] end
+    end
+  end
+  if not cut then return 0, more end
+  local gone = redis.call('XTRIM', stream, 'MINID', succ(cut))
+  redis.call('HSET', meta, 'lwm', cut)
+  return gone, more
+end
+"""
+
+#: KEYS: events, meta, writer. ARGV: epoch candidate, batch token, maxlen (0: none),
+#: max age ms (0: none), trim chunk, slack entries, slack ms, then per event: data,
+#: n rooms (-1: one JSON array follows), rooms..., n excluded (same), excluded...
+#: Returns {epoch, id, id, ...}; the same answer again for a re-sent batch.
+PERSIST = Script(
+    "persist",
+    _COMMON
+    + r"""
+local stream, meta, writer = KEYS[1], KEYS[2], KEYS[3]
+local token = ARGV[2]
+local prev = redis.call('GET', writer)
+if prev then
+  local sep = string.find(prev, '|', 1, true)
+  if sep and string.sub(prev, 1, sep - 1) == token then
+    local out = {}
+    for part in string.gmatch(string.sub(prev, sep + 1), '[^,]+') do out[#out + 1] = part end
+    return out
+  end
+end
+local out = {ensure_epoch(stream, meta, ARGV[1])}
+local i = 8
+while i <= #ARGV do
+  local f = {'d', ARGV[i]}
+  i = i + 1
+  for _, tag in ipairs({'r', 'x'}) do
+    local n = tonumber(ARGV[i])
+    i = i + 1
+    if n < 0 then
+      f[#f + 1] = string.upper(tag)
+      f[#f + 1] = ARGV[i]
+      i = i + 1
+    else
+      for j = i, i + n - 1 do
+        f[#f + 1] = tag
+        f[#f + 1] = ARGV[j]
+      end
+      i = i + n
+    end
+  end
+  out[#out + 1] = redis.call('XADD', stream, '*', unpack(f))
+end
+redis.call('HSET', meta, 'last', out[#out])
+redis.call('SET', writer, token .. '|' .. table.concat(out, ','), 'PX', 60000)
+trim(stream, meta, tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
+  tonumber(ARGV[6]), tonumber(ARGV[7]))
+return out
+""",
+)
+
+#: KEYS: events, meta. ARGV: maxlen (0: none), max age ms (0: none), chunk.
+#: Exact retention; returns {gone, more (0/1)}.
+TRIM = Script(
+    "trim",
+    _COMMON
+    + r"""
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, 0} end
+local gone, more = trim(KEYS[1], KEYS[2], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), 0, 0)
+if more then return {gone, 1} end
+return {gone, 0}
+""",
+)
+
+#: KEYS: events, meta. ARGV: epoch candidate. Returns {epoch, newest id or '0-0'}.
+LAST = Script(
+    "last",
+    _COMMON
+    + r"""
+local epoch = ensure_epoch(KEYS[1], KEYS[2], ARGV[1])
+return {epoch, redis.call('HGET', KEYS[2], 'last') or '0-0'}
+""",
+)
+
+#: KEYS: events, meta. ARGV: start ('-' or '(id'), entries to examine, limit,
+#: filter ('0'/'1'), wanted rooms...
+#: Returns {epoch|nil, lwm|nil, last|nil, last examined id|nil, examined, {entries}}.
+FETCH = Script(
+    "fetch",
+    _COMMON
+    + r"""
+local stream, meta = KEYS[1], KEYS[2]
+local epoch = current_epoch(stream, meta)
+if not epoch then return {false, false, false, false, 0, {}} end
+local m = redis.call('HMGET', meta, 'lwm', 'last')
+local window, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+local entries = redis.call('XRANGE', stream, ARGV[1], '+', 'COUNT', window)
+if ARGV[4] ~= '1' then
+  local cursor = false
+  if #entries > 0 then cursor = entries[#entries][1] end
+  return {epoch, m[1], m[2], cursor, #entries, entries}
+end
+local wanted = {}
+for i = 5, #ARGV do wanted[ARGV[i]] = true end
+local out, cursor, examined = {}, false, 0
+for _, e in ipairs(entries) do
+  examined = examined + 1
+  cursor = e[1]
+  local f, addressed, keep = e[2], false, false
+  for j = 1, #f, 2 do
+    local k = f[j]
+    if k == 'r' then
+      addressed = true
+      if wanted[f[j + 1]] then keep = true; break end
+    elseif k == 'R' then
+      addressed = true
+      for _, room in ipairs(cjson.decode(f[j + 1])) do
+        if wanted[room] then keep = true; break end
+      end
+      if keep then break end
+    end
+  end
+  if keep or not addressed then
+    out[#out + 1] = e
+    if #out >= limit then break end
+  end
+end
+return {epoch, m[1], m[2], cursor, examined, out}
+""",
+)
+
+#: KEYS: key. ARGV: holder token, lease ms. Returns nil when the caller holds the key
+#: (also when its own earlier attempt took it), else the stored value ('p:...' or 'd:...').
+RESERVE = Script(
+    "reserve",
+    r"""
+local mine = 'p:' .. ARGV[1]
+local v = redis.call('GET', KEYS[1])
+if v and v ~= mine then return v end
+redis.call('SET', KEYS[1], mine, 'PX', ARGV[2])
+return false
+""",
+)
+
+#: KEYS: key. Deletes it only while pending. Returns 1 when deleted.
+RELEASE = Script(
+    "release",
+    r"""
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, 2) == 'p:' then return redis.call('DEL', KEYS[1]) end
+return 0
+""",
+)
