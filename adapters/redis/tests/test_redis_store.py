@@ -1,0 +1,431 @@
+"""Redis-specific behaviour on real redis-server processes: URLs, client objects, restarts,
+wiped data, outages, group commit, key layout, bounded reads, retention, the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+from redis.crc import key_slot
+from redis_server import RedisServer
+from socketio_delivery import open_store
+from socketio_delivery.errors import (
+    ConfigurationError,
+    OffsetUnavailableError,
+    StoreError,
+    StoreUnavailableError,
+)
+from socketio_delivery.store import Capability, KeyState
+from socketio_delivery.testing import assert_same_events, read_all
+from socketio_delivery_redis import RedisEventStore, RedisOptions, _scripts
+from socketio_delivery_redis.store import _StreamKeys
+
+pytestmark = pytest.mark.redis
+
+
+@pytest.fixture(scope="module")
+def server(redis_server_factory: Callable[..., RedisServer]) -> RedisServer:
+    """A private server these tests may stop, kill and flush: AOF with fsync always, unix socket."""
+    return redis_server_factory(persistent=True, fsync="always", unix_socket=True)
+
+
+@pytest.fixture
+def admin(server: RedisServer) -> redis.Redis:
+    server.start()  # an earlier test may have left it stopped
+    return redis.Redis(port=server.port)
+
+
+def prefix() -> str:
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def store(server: RedisServer) -> AsyncIterator[RedisEventStore]:
+    server.start()
+    store = RedisEventStore.from_url(f"{server.url}?prefix={prefix()}&retention_interval=none")
+    await store.open()
+    yield store
+    await store.close()
+
+
+def command_calls(admin: redis.Redis, command: str) -> int:
+    stats: dict[str, Any] = admin.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
+# -- URLs and construction ------------------------------------------------------------------------
+def test_url_forms_and_options() -> None:
+    store = open_store("redis://user:secret@cache:6380/2?prefix=chat&max_events=50&socket_timeout=2")
+    assert isinstance(store, RedisEventStore)
+    assert store.options.prefix == "chat"
+    assert store.options.max_events == 50
+    assert store.url == "redis://user:secret@cache:6380/2?socket_timeout=2"  # redis-py's part only
+    assert "secret" not in repr(store)
+    assert isinstance(open_store("rediss://cache/0?ssl_cert_reqs=none"), RedisEventStore)
+    unix = open_store("unix:///run/redis.sock?db=3&max_age=none", prefix="x")
+    assert isinstance(unix, RedisEventStore)
+    assert unix.url == "unix:///run/redis.sock?db=3"
+    assert unix.options.max_age is None
+    assert unix.options.prefix == "x"
+    assert {Capability.DURABLE, Capability.MULTI_PROCESS} <= store.capabilities
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://h/0?no_such_option=1",
+        "redis://h/0?socket_timeout=soon",
+        "redis://h/0?prefix=a{b}",
+        "redis://h/0?max_batch=0",
+        "redis://h/0?scan_count=-1",
+        "unix://",
+    ],
+)
+def test_bad_urls_are_configuration_errors(url: str) -> None:
+    with pytest.raises(ConfigurationError):
+        RedisEventStore.from_url(url)
+
+
+def test_store_needs_a_client_or_a_url() -> None:
+    with pytest.raises(ConfigurationError):
+        RedisEventStore()
+    with pytest.raises(ConfigurationError):
+        RedisEventStore(object(), url="redis://h")
+    with pytest.raises(ConfigurationError):
+        RedisEventStore.from_client(object(), no_such_option=1)
+
+
+async def test_unix_socket_url(server: RedisServer) -> None:
+    server.start()
+    store = open_store(server.unix_url + f"&prefix={prefix()}")
+    await store.open()
+    try:
+        event = await store.persist("/", {"via": "unix"})
+        assert_same_events(await store.fetch_since("/", None), [event])
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("decode_responses", [False, True])
+async def test_client_object_is_used_and_left_open(server: RedisServer, decode_responses: bool) -> None:
+    server.start()
+    client = aioredis.Redis(port=server.port, decode_responses=decode_responses)
+    try:
+        store = RedisEventStore.from_client(client, prefix=prefix(), max_events=100)
+        assert store.options.max_events == 100
+        await store.open()
+        events = [await store.persist("/", {"i": i, "s": "ñ"}, rooms=["r"], exclude=["x"]) for i in range(3)]
+        assert_same_events(await read_all(store, "/", rooms=["r"]), events)
+        assert_same_events(await store.fetch_since("/", events[0].offset), events[1:])
+        await store.save_session("pid", {"sid": "s1"}, 30)
+        assert await store.claim_session("pid") == {"sid": "s1"}
+        assert (await store.reserve_key("k", 30)).state is KeyState.ACQUIRED
+        await store.complete_key("k", {"ok": 1}, 30)
+        done = await store.reserve_key("k", 30)
+        assert done.state is KeyState.DONE
+        assert done.result == {"ok": 1}
+        await store.close()
+        assert await client.ping()  # still the caller's, still open
+    finally:
+        await client.aclose()
+
+
+# -- the server going away, restarting, losing data ---------------------------------------------------
+async def test_restart_with_persisted_data_keeps_offsets_valid(
+    server: RedisServer, store: RedisEventStore
+) -> None:
+    events = [await store.persist("/", {"i": i}) for i in range(5)]
+    mark = await store.last_offset("/")
+    server.restart()  # graceful: the AOF holds everything
+    assert_same_events(await store.fetch_since("/", events[1].offset), events[2:])  # same store object
+    newer = await store.persist("/", "after restart")
+    assert newer.offset > events[-1].offset
+    assert_same_events(await store.fetch_since("/", mark), [newer])
+    other = RedisEventStore.from_url(server.url, prefix=store.options.prefix)
+    await other.open()
+    try:
+        assert_same_events(await read_all(other, "/"), [*events, newer])
+    finally:
+        await other.close()
+
+
+async def test_kill_9_loses_nothing_persist_reported_with_fsync_always(
+    server: RedisServer, store: RedisEventStore
+) -> None:
+    events = list(await asyncio.gather(*(store.persist("/", {"i": i}) for i in range(50))))
+    await store.save_session("pid", {"sid": "x"}, 60)
+    server.restart(kill=True)
+    events.sort(key=lambda e: e.offset)
+    assert_same_events(await read_all(store, "/"), events)
+    assert await store.claim_session("pid") == {"sid": "x"}
+
+
+async def test_server_down_raises_unavailable_and_nothing_persisted_is_lost(
+    server: RedisServer, store: RedisEventStore
+) -> None:
+    events = [await store.persist("/", {"i": i}) for i in range(5)]
+    server.stop()
+    try:
+        with pytest.raises(StoreUnavailableError) as info:
+            await store.persist("/", "while down")
+        assert isinstance(info.value.__cause__, redis.RedisError)
+        with pytest.raises(StoreUnavailableError):
+            await store.fetch_since("/", None)
+        with pytest.raises(StoreUnavailableError):
+            await store.claim_session("pid")
+        with pytest.raises(StoreUnavailableError):
+            await store.reserve_key("k", 30)
+        with pytest.raises(StoreUnavailableError):
+            await store.last_offset("/")
+    finally:
+        server.start()
+    assert_same_events(await read_all(store, "/"), events)
+    later = await store.persist("/", "back")
+    assert_same_events(await store.fetch_since("/", events[-1].offset), [later])
+
+
+async def test_open_against_a_dead_server_is_unavailable(server: RedisServer) -> None:
+    server.start()
+    dead = RedisServer(persistent=False)  # never started: nothing listens on its port
+    try:
+        store = RedisEventStore.from_url(dead.url, retries=0)
+        with pytest.raises(StoreUnavailableError) as info:
+            await store.open()
+        assert isinstance(info.value.__cause__, redis.RedisError)
+        with pytest.raises(StoreUnavailableError):
+            await store.persist("/", 1)
+        await store.close()  # harmless
+    finally:
+        dead.close()
+
+
+async def test_flushall_makes_old_offsets_unavailable(admin: redis.Redis, store: RedisEventStore) -> None:
+    events = [await store.persist("/", i) for i in range(3)]
+    old_mark = await store.last_offset("/")
+    admin.flushall()
+    for offset in (events[0].offset, events[-1].offset, old_mark):
+        with pytest.raises(OffsetUnavailableError):
+            await store.fetch_since("/", offset)
+    new_mark = await store.last_offset("/")
+    assert new_mark.split("-")[0] != old_mark.split("-")[0], "a new epoch"
+    fresh = await store.persist("/", "fresh")
+    assert_same_events(await store.fetch_since("/", new_mark), [fresh])
+    with pytest.raises(OffsetUnavailableError):
+        await store.fetch_since("/", events[-1].offset)
+
+
+async def test_restart_of_a_non_persistent_server_makes_old_offsets_unavailable(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    server = redis_server_factory(persistent=False)
+    store = RedisEventStore.from_url(server.url)
+    await store.open()
+    try:
+        event = await store.persist("/", 1)
+        server.restart()
+        with pytest.raises(OffsetUnavailableError):
+            await store.fetch_since("/", event.offset)
+        assert await store.fetch_since("/", None) == []
+        again = await store.persist("/", 2)
+        assert again.offset.split("-")[0] != event.offset.split("-")[0]
+    finally:
+        await store.close()
+        server.close()
+
+
+async def test_a_deleted_or_evicted_stream_starts_a_new_epoch(
+    admin: redis.Redis, store: RedisEventStore
+) -> None:
+    events = [await store.persist("/", i) for i in range(3)]
+    admin.delete(_StreamKeys(store.options.prefix, "/", "").events)  # the meta hash is still there
+    with pytest.raises(OffsetUnavailableError):
+        await store.fetch_since("/", events[0].offset)
+    fresh = await store.persist("/", "fresh")
+    assert fresh.offset.split("-")[0] != events[0].offset.split("-")[0]
+    with pytest.raises(OffsetUnavailableError):
+        await store.fetch_since("/", events[-1].offset)
+
+
+# -- writes -----------------------------------------------------------------------------------------------
+async def test_concurrent_persists_share_round_trips(admin: redis.Redis, store: RedisEventStore) -> None:
+    admin.config_resetstat()
+    events = await asyncio.gather(*(store.persist("/a" if i % 2 else "/b", {"i": i}) for i in range(400)))
+    assert len({e.offset for e in events}) == 400
+    # One pipeline with one EVALSHA per stream would be 2; allow a few batches, never one per event.
+    calls = command_calls(admin, "evalsha") + command_calls(admin, "eval")
+    assert 2 <= calls <= 6, f"{calls} script calls for 400 concurrent persists"
+    assert store.round_trips <= 3
+    assert store.writes == 400
+    before = store.round_trips
+    for i in range(5):
+        await store.persist("/a", i)
+    assert store.round_trips == before + 5, "a lone persist is one round trip"
+
+
+async def test_max_batch_bounds_one_round_trip(admin: redis.Redis, server: RedisServer) -> None:
+    store = RedisEventStore.from_url(server.url, prefix=prefix(), max_batch=50)
+    await store.open()
+    try:
+        admin.config_resetstat()
+        await asyncio.gather(*(store.persist("/", i) for i in range(200)))
+        assert command_calls(admin, "evalsha") + command_calls(admin, "eval") >= 4
+        assert len(await read_all(store, "/")) == 200
+    finally:
+        await store.close()
+
+
+async def test_a_re_sent_batch_is_appended_once(admin: redis.Redis, store: RedisEventStore) -> None:
+    keys = _StreamKeys(store.options.prefix, "/", "writer-1")
+    args = ["abcd0123", "token-1", 0, 0, 1000, 100, 1000]
+    for i in range(3):
+        args += [f'{{"i":{i}}}', 0, 0]
+    first = admin.eval(_scripts.PERSIST.source, 3, keys.events, keys.meta, keys.writer, *args)
+    again = admin.eval(_scripts.PERSIST.source, 3, keys.events, keys.meta, keys.writer, *args)
+    assert first == again
+    assert admin.xlen(keys.events) == 3
+    args[1] = "token-2"  # the next batch of that writer is appended
+    admin.eval(_scripts.PERSIST.source, 3, keys.events, keys.meta, keys.writer, *args)
+    assert admin.xlen(keys.events) == 6
+
+
+async def test_scripts_are_sent_again_after_script_flush(admin: redis.Redis, store: RedisEventStore) -> None:
+    first = await store.persist("/", 1)
+    admin.script_flush()
+    second = await store.persist("/", 2)
+    admin.script_flush()
+    assert_same_events(await store.fetch_since("/", first.offset), [second])
+    admin.script_flush()
+    assert (await store.reserve_key("k", 30)).state is KeyState.ACQUIRED
+
+
+# -- keys ---------------------------------------------------------------------------------------------------
+async def test_keys_of_one_stream_share_a_cluster_slot_and_are_documented(
+    admin: redis.Redis, store: RedisEventStore
+) -> None:
+    p = store.options.prefix
+    for name in ("/", "/chat", "{x}", "a}b{c", "%7B", "ñ"):
+        keys = _StreamKeys(p, name, "w")
+        assert key_slot(keys.events) == key_slot(keys.meta) == key_slot(keys.writer), name
+    assert _StreamKeys(p, "{x}", "w").events != _StreamKeys(p, "%7Bx%7D", "w").events
+    await store.persist("/chat", 1, rooms=["r"])
+    await store.last_offset("/idle")
+    await store.save_session("pid", {}, 30)
+    await store.reserve_key("op", 30)
+    found = {k.decode() for k in admin.scan_iter(match=f"{p}:*")}
+    writer = next(k for k in found if ":w:" in k)
+    assert found == {
+        f"{p}:streams",
+        f"{p}:{{/chat}}:events",
+        f"{p}:{{/chat}}:meta",
+        f"{p}:{{/idle}}:meta",
+        writer,
+        f"{p}:session:pid",
+        f"{p}:key:op",
+    }
+    assert writer.startswith(f"{p}:{{/chat}}:w:")
+    assert 0 < admin.pttl(writer) <= 60_000
+    assert 0 < admin.pttl(f"{p}:session:pid") <= 30_000
+    assert admin.ttl(f"{p}:{{/chat}}:events") == -1
+    assert admin.smembers(f"{p}:streams") == {b"/chat"}
+
+
+# -- reads and retention ----------------------------------------------------------------------
+async def test_room_filtered_fetch_reads_in_bounded_steps(admin: redis.Redis, server: RedisServer) -> None:
+    store = RedisEventStore.from_url(server.url, prefix=prefix(), scan_count=100)
+    await store.open()
+    try:
+        for _ in range(4):
+            await asyncio.gather(*(store.persist("/", "noise", rooms=["x"]) for _ in range(250)))
+        wanted = [await store.persist("/", i, rooms=["y"]) for i in range(3)]
+        admin.config_resetstat()
+        got = await store.fetch_since("/", None, rooms=["y"], limit=10)
+        assert_same_events(got, wanted)
+        steps = command_calls(admin, "evalsha") + command_calls(admin, "eval")
+        assert steps >= 10, f"1003 entries examined 100 at a time, in {steps} script calls"
+        assert await store.fetch_since("/", wanted[-1].offset, rooms=["y"]) == []
+        many_rooms = [await store.persist("/", "wide", rooms=[f"r{i}" for i in range(300)])]
+        assert_same_events(await store.fetch_since("/", wanted[-1].offset, rooms=["r299"]), many_rooms)
+        assert_same_events(await store.fetch_since("/", wanted[-1].offset, rooms=["r300"]), [])
+    finally:
+        await store.close()
+
+
+async def test_count_retention_runs_on_the_persist_path(server: RedisServer, admin: redis.Redis) -> None:
+    store = RedisEventStore.from_url(server.url, prefix=prefix(), max_events=50, retention_interval=None)
+    await store.open()
+    try:
+        first = await store.persist("/", 0)
+        for _ in range(4):
+            await asyncio.gather(*(store.persist("/", 1) for _ in range(100)))
+        keys = _StreamKeys(store.options.prefix, "/", "")
+        assert admin.xlen(keys.events) <= 50 + 100 + 100  # max_events + slack + one batch
+        with pytest.raises(OffsetUnavailableError):
+            await store.fetch_since("/", first.offset)
+        assert await store.trim("/") >= 0
+        assert admin.xlen(keys.events) == 50
+    finally:
+        await store.close()
+
+
+async def test_background_retention_trims_idle_streams(server: RedisServer) -> None:
+    store = RedisEventStore.from_url(server.url, prefix=prefix(), max_age=0.3, retention_interval=0.1)
+    await store.open()
+    try:
+        old = await store.persist("/idle", "old")
+        for _ in range(200):  # no assertion on time: poll until retention has run
+            if not await store.fetch_since("/idle", None):
+                break
+            await asyncio.sleep(0.05)
+        assert await store.fetch_since("/idle", None) == []
+        assert await store.fetch_since("/idle", old.offset) == []  # nothing after it is missing
+    finally:
+        await store.close()
+
+
+async def test_persistence_warning_for_a_server_without_persistence(
+    redis_server_factory: Callable[..., RedisServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = redis_server_factory(persistent=False)
+    store = RedisEventStore.from_url(server.url)
+    try:
+        await store.open()
+        assert any("does not persist" in r.message for r in caplog.records)
+    finally:
+        await store.close()
+        server.close()
+
+
+async def test_errors_from_redis_are_store_errors(admin: redis.Redis, store: RedisEventStore) -> None:
+    await store.save_session("pid", {"a": 1}, 30)
+    admin.set(f"{store.options.prefix}:{{/}}:events", "not a stream")
+    with pytest.raises(StoreError) as info:
+        await store.persist("/", 1)
+    assert isinstance(info.value.__cause__, redis.ResponseError)
+    assert not isinstance(info.value, StoreUnavailableError)
+    assert await store.claim_session("pid") == {"a": 1}  # the rest still works
+
+
+def test_options_dataclass_defaults() -> None:
+    options = RedisOptions()
+    assert options.prefix == "sio"
+    assert options.max_events == 1_000_000
+    assert options.retention_interval == 60.0
+
+
+# -- the command line ----------------------------------------------------------------------
+def test_cli_check_against_redis(server: RedisServer) -> None:
+    server.start()
+    exe = os.path.join(os.path.dirname(sys.executable), "socketio-delivery")
+    done = subprocess.run(
+        [exe, "check", f"{server.url}?prefix={prefix()}"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "RedisEventStore" in done.stdout
