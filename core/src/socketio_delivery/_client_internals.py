@@ -1,0 +1,144 @@
+"""The one place where the Python client touches python-socketio private API.
+
+:class:`socketio.AsyncClient` has no public hook for what the delivery client needs:
+
+- the CONNECT reply carries the session ``pid`` next to the ``sid``, and the client drops it;
+- the CONNECT packet carries the same ``auth`` for every namespace, while each namespace has its
+  own ``pid`` and offset;
+- events arrive with the offset as the last argument, before the handlers are looked up;
+- disconnects and the end of the reconnection loop are reported only to the (single) ``disconnect``
+  handler the application registers.
+
+:class:`HookedAsyncClient` overrides exactly four private methods and turns them into four small
+methods of its own (``_delivery_*``) that :class:`~socketio_delivery.client.DeliveryClient`
+implements. :func:`check_socketio_compatibility` runs at import time and fails loudly when an
+upgrade of python-socketio renamed or reshaped any of them; ``core/tests/test_client_internals.py``
+runs it too, so an upgrade breaks the test run, not the first reconnect in production.
+
+Supported: python-socketio >= 5.12, < 5.19 (the range pinned in ``core/pyproject.toml``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import socketio  # type: ignore[import-untyped,unused-ignore]
+from socketio import packet as _packet  # type: ignore[import-untyped,unused-ignore]
+
+__all__ = ["HOOKED_METHODS", "HookedAsyncClient", "SocketIOIncompatibleError", "check_socketio_compatibility"]
+
+#: The private methods of :class:`socketio.AsyncClient` we override, with the parameters we rely on.
+HOOKED_METHODS: dict[str, tuple[str, ...]] = {
+    "_send_packet": ("self", "pkt"),
+    "_handle_connect": ("self", "namespace", "data"),
+    "_handle_event": ("self", "namespace", "id", "data"),
+    "_trigger_event": ("self", "event", "namespace", "args"),
+}
+
+#: Attributes of the client and of its packet class the hooks read.
+_PACKET_CONSTANTS = ("CONNECT",)
+
+SUPPORTED_RANGE = ((5, 12), (5, 19))
+
+
+class SocketIOIncompatibleError(ImportError):
+    """The installed python-socketio does not have the private methods the client hooks into."""
+
+
+def _signature_names(func: Callable[..., Any]) -> tuple[str, ...]:
+    return tuple(inspect.signature(func).parameters)
+
+
+def check_socketio_compatibility(client_class: type[Any] | None = None) -> None:
+    """Raise :class:`SocketIOIncompatibleError` if python-socketio changed under the hooks.
+
+    Checks that every method in :data:`HOOKED_METHODS` exists on ``client_class`` (default:
+    :class:`socketio.AsyncClient`), is a coroutine function and takes the parameters we pass.
+    """
+    cls = socketio.AsyncClient if client_class is None else client_class
+    problems: list[str] = []
+    for name, expected in HOOKED_METHODS.items():
+        func = getattr(cls, name, None)
+        if func is None:
+            problems.append(f"{name} is missing")
+            continue
+        if not inspect.iscoroutinefunction(func):
+            problems.append(f"{name} is no longer a coroutine function")
+        found = _signature_names(func)
+        if found != expected:
+            problems.append(f"{name}{found} instead of {name}{expected}")
+    for const in _PACKET_CONSTANTS:
+        if not hasattr(_packet, const):
+            problems.append(f"socketio.packet.{const} is missing")
+    if problems:
+        try:
+            installed = version("python-socketio")
+        except PackageNotFoundError:  # pragma: no cover - vendored copies
+            installed = "unknown"
+        raise SocketIOIncompatibleError(
+            f"socketio_delivery.client does not support python-socketio {installed}: "
+            + "; ".join(problems)
+            + ". Supported: python-socketio>=5.12,<5.19."
+        )
+
+
+check_socketio_compatibility()
+
+
+class HookedAsyncClient(socketio.AsyncClient):  # type: ignore[misc,unused-ignore]
+    """:class:`socketio.AsyncClient` with the four hooks the delivery client needs.
+
+    Subclasses implement the ``_delivery_*`` methods; nothing else here should need to change
+    when python-socketio changes.
+    """
+
+    # ---- the hooks (python-socketio private API) -------------------------------------------
+
+    async def _send_packet(self, pkt: Any) -> None:
+        if pkt.packet_type == _packet.CONNECT:
+            pkt.data = self._delivery_connect_auth(pkt.namespace or "/", pkt.data)
+        await super()._send_packet(pkt)
+
+    async def _handle_connect(self, namespace: str | None, data: Any) -> None:
+        await self._delivery_connect_reply(namespace or "/", data)
+
+    async def _handle_event(self, namespace: str | None, id: int | None, data: list[Any]) -> None:
+        await self._delivery_event(namespace or "/", id, data)
+
+    async def _trigger_event(self, event: str, namespace: str, *args: Any) -> Any:
+        if event == "disconnect":
+            self._delivery_namespace_down(namespace or "/", final=False, reason=args[0] if args else None)
+        elif event == "__disconnect_final":
+            self._delivery_namespace_down(namespace or "/", final=True)
+        return await super()._trigger_event(event, namespace, *args)
+
+    # ---- calls back into python-socketio's own handling ------------------------------------
+
+    async def _socketio_handle_connect(self, namespace: str, data: Any) -> None:
+        """Let python-socketio record the namespace as connected and run the ``connect`` handler."""
+        await super()._handle_connect(namespace, data)
+
+    async def _socketio_handle_event(self, namespace: str, ack_id: int | None, data: list[Any]) -> None:
+        """Let python-socketio run the event's handler (and send its ack when ``ack_id`` is set)."""
+        await super()._handle_event(namespace, ack_id, data)
+
+    # ---- implemented by DeliveryClient ------------------------------------------------------
+
+    def _delivery_connect_auth(self, namespace: str, auth: Any) -> Any:
+        """Return the CONNECT payload to send for ``namespace`` (``auth`` is the app's auth)."""
+        return auth
+
+    async def _delivery_connect_reply(self, namespace: str, data: Any) -> None:
+        """The server accepted the namespace; ``data`` is the CONNECT reply payload."""
+        await self._socketio_handle_connect(namespace, data)
+
+    async def _delivery_event(self, namespace: str, ack_id: int | None, data: list[Any]) -> None:
+        """An EVENT packet (``data`` is ``[event, *args]``)."""
+        await self._socketio_handle_event(namespace, ack_id, data)
+
+    def _delivery_namespace_down(self, namespace: str, *, final: bool, reason: Any = None) -> None:
+        """The namespace disconnected (``reason`` as python-socketio gives it to ``disconnect``
+        handlers); ``final`` when no reconnection will follow."""

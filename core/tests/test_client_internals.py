@@ -1,0 +1,74 @@
+"""The python-socketio private API the client hooks into: an upgrade that changes it fails here.
+
+The behaviour behind each hook is proven end to end in test_client.py (pid kept, offsets stripped,
+missed events before the connect handler, queue woken on reconnect); this file proves that the
+hooks are still wired to methods python-socketio calls, and that a mismatch is loud.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+from typing import Any
+
+import pytest
+import socketio
+from socketio_delivery import _client_internals as internals
+from socketio_delivery.client import DeliveryClient
+
+
+def test_installed_python_socketio_is_in_the_supported_range() -> None:
+    installed = tuple(int(p) for p in importlib.metadata.version("python-socketio").split(".")[:2])
+    low, high = internals.SUPPORTED_RANGE
+    assert low <= installed < high
+
+
+def test_installed_python_socketio_has_the_hooked_methods() -> None:
+    internals.check_socketio_compatibility()  # also runs at import time
+
+
+@pytest.mark.parametrize("name", sorted(internals.HOOKED_METHODS))
+def test_every_hook_overrides_a_method_python_socketio_calls(name: str) -> None:
+    original = getattr(socketio.AsyncClient, name)
+    hooked = getattr(internals.HookedAsyncClient, name)
+    assert hooked is not original
+    assert tuple(inspect.signature(hooked).parameters) == internals.HOOKED_METHODS[name]
+    # python-socketio still calls it by that name from its own code
+    source = inspect.getsource(socketio.async_client) + inspect.getsource(socketio.base_client)
+    assert f"self.{name}(" in source
+
+
+def test_a_renamed_method_fails_loudly() -> None:
+    class Renamed(socketio.AsyncClient):  # type: ignore[misc]
+        _handle_event = None
+
+    with pytest.raises(internals.SocketIOIncompatibleError, match=r"_handle_event is missing"):
+        internals.check_socketio_compatibility(Renamed)
+
+
+def test_a_reshaped_method_fails_loudly() -> None:
+    class Reshaped(socketio.AsyncClient):  # type: ignore[misc]
+        async def _handle_connect(self, namespace: str, data: Any, extra: Any) -> None:
+            pass
+
+        def _send_packet(self, pkt: Any) -> None:  # no longer a coroutine
+            pass
+
+    with pytest.raises(internals.SocketIOIncompatibleError) as info:
+        internals.check_socketio_compatibility(Reshaped)
+    message = str(info.value)
+    assert "_handle_connect('self', 'namespace', 'data', 'extra')" in message
+    assert "_send_packet is no longer a coroutine function" in message
+    assert "python-socketio>=5.12,<5.19" in message
+
+
+def test_delivery_client_is_a_python_socketio_client() -> None:
+    client = DeliveryClient(handle_sigint=False, reconnection_delay=0.5)
+    assert isinstance(client, socketio.AsyncClient)
+    assert client.reconnection_delay == 0.5
+    with pytest.raises(ValueError, match="mode"):
+        DeliveryClient(mode="both")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ack_timeout"):
+        DeliveryClient(ack_timeout=0)
+    with pytest.raises(ValueError, match="retries"):
+        DeliveryClient(retries=-1)
