@@ -1,1 +1,224 @@
-"""Session fixtures for a real MongoDB-compatible server, SecantusDB (see adapters/mongodb)."""
+"""Session fixtures for a real MongoDB-compatible server, SecantusDB (see adapters/mongodb).
+
+No ``mongod`` can be installed on the CI machines, so the tests run against SecantusDB
+(PyPI ``secantusdb``, pinned in the dev dependencies), a MongoDB-wire-compatible server on
+WiredTiger. It is started lazily, the first time a test asks for it, as
+``secantusd-py --standalone`` (drivers see a STANDALONE server: no replica set, no change
+streams, no transactions) on a free loopback port, and stopped at the end of the session
+(finalizer + atexit; on Linux the server also gets SIGTERM if the test process dies). Its TTL
+monitor runs every second (mongod: 60 s) so TTL indexes can be observed in a test.
+
+Fixtures:
+
+``mongo_server``          the shared :class:`MongoServer` (``.url``, ``.stop()``, ``.start()``,
+                          ``.restart()``); in-memory storage (``:memory:``).
+``mongo_server_url``      its URL, ``mongodb://127.0.0.1:PORT``.
+``mongo_url``             per test: a new database on the shared server
+                          (``mongodb://127.0.0.1:PORT/t_<hex>``): a new, empty store.
+``mongo_server_factory``  ``factory(persistent=False)`` starts a private server for tests
+                          that stop or restart it (``persistent=True``: storage in a temp
+                          dir, kept across restarts); all are stopped at session end.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+
+__all__ = ["MongoServer"]
+
+_START_TIMEOUT = 30.0
+_running: list[MongoServer] = []
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    """Linux: the server gets SIGTERM when the process that started it dies (even by kill -9)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(Exception):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _executable() -> str | None:
+    """``secantusd-py`` next to this interpreter (the venv), else on PATH."""
+    here = os.path.join(os.path.dirname(sys.executable), "secantusd-py")
+    return here if os.access(here, os.X_OK) else shutil.which("secantusd-py")
+
+
+class MongoServer:
+    """One SecantusDB server process on 127.0.0.1, restartable on the same port (and data).
+
+    ::
+
+        server = MongoServer(persistent=True)
+        server.start()
+        server.url         # 'mongodb://127.0.0.1:PORT'
+        server.stop()      # graceful (SIGTERM); kill=True: SIGKILL
+        server.start()     # same port; same data when persistent
+    """
+
+    def __init__(self, *, persistent: bool = False, executable: str | None = None) -> None:
+        found = executable or _executable()
+        if found is None:
+            pytest.fail(
+                "secantusd-py is not installed: run `make setup` (secantusdb is a dev dependency)",
+                pytrace=False,
+            )
+        self.executable: str = found
+        self.persistent = persistent
+        self.port = _free_port()
+        self.dir = tempfile.mkdtemp(prefix="sd-mongo-")
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: object | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        config = os.path.join(self.dir, "secantusd.toml")
+        with open(config, "w", encoding="utf-8") as f:
+            f.write("[storage]\nttl_sweep_seconds = 1.0\n")
+        storage = os.path.join(self.dir, "data") if self.persistent else ":memory:"
+        args = [self.executable, "--config", config, "--host", "127.0.0.1", "--port", str(self.port)]
+        return [*args, "--storage-path", storage, "--standalone", "--log-level", "WARNING"]
+
+    def start(self) -> None:
+        """Start the server (no-op when running) and wait until it answers ``ping``."""
+        if self.running:
+            return
+        log = open(os.path.join(self.dir, "server.log"), "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            self.command(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.dir,
+            preexec_fn=_die_with_parent,  # the test process is single-threaded here
+        )
+        log.close()
+        if self not in _running:
+            _running.append(self)
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            if self.ping():
+                return
+            time.sleep(0.05)
+        tail = self._log_tail()
+        self.stop(kill=True)
+        pytest.fail(f"secantusd-py on port {self.port} did not start:\n{tail}", pytrace=False)
+
+    def stop(self, *, kill: bool = False) -> None:
+        """Stop the server: SIGTERM (a graceful shutdown, storage checkpointed) or SIGKILL."""
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        if kill:
+            process.kill()
+        else:
+            process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def restart(self, *, kill: bool = False) -> None:
+        self.stop(kill=kill)
+        self.start()
+
+    def close(self) -> None:
+        """Stop the server and remove its data directory."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        with contextlib.suppress(ValueError):
+            _running.remove(self)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def ping(self) -> bool:
+        """True when the server answers a ``ping`` command."""
+        import pymongo
+        from pymongo.errors import PyMongoError
+
+        client: pymongo.MongoClient[dict[str, object]] = pymongo.MongoClient(
+            self.url, serverSelectionTimeoutMS=300, connectTimeoutMS=300, directConnection=True
+        )
+        try:
+            client.admin.command("ping")
+            return True
+        except PyMongoError:
+            return False
+        finally:
+            client.close()
+
+    def _log_tail(self) -> str:
+        try:
+            with open(os.path.join(self.dir, "server.log"), encoding="utf-8", errors="replace") as f:
+                return f.read()[-2000:]
+        except OSError:
+            return "(no log)"
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_running):
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def mongo_server_factory() -> Iterator[Callable[..., MongoServer]]:
+    """``factory(persistent=False)``: a new, started private server, stopped at session end."""
+    made: list[MongoServer] = []
+
+    def factory(*, persistent: bool = False) -> MongoServer:
+        server = MongoServer(persistent=persistent)
+        made.append(server)
+        server.start()
+        return server
+
+    yield factory
+    for server in made:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def mongo_server(mongo_server_factory: Callable[..., MongoServer]) -> MongoServer:
+    """The session's shared server (in-memory storage). Tests that stop it must start it again."""
+    return mongo_server_factory(persistent=False)
+
+
+@pytest.fixture(scope="session")
+def mongo_server_url(mongo_server: MongoServer) -> str:
+    return mongo_server.url
+
+
+@pytest.fixture
+def mongo_url(mongo_server: MongoServer) -> str:
+    """A URL naming a database of its own on the shared server: a new, empty store."""
+    mongo_server.start()  # in case an earlier test left it stopped
+    return f"{mongo_server.url}/t_{uuid.uuid4().hex[:12]}"
