@@ -44,6 +44,7 @@ class ChaosClient {
     this.reconnects = 0;
     this.recovered = 0;
     this.resyncs = 0;
+    this.resyncReasons = [];
     this.drops = 0;
     this.latencies = [];
     this.openAt = 0;
@@ -76,6 +77,7 @@ class ChaosClient {
     this.socket.onAny((event, ...args) => {
       if (event === "delivery:resync") {
         this.resyncs += 1;
+        this.resyncReasons.push(String(args[0] && args[0].reason));
         return;
       }
       const payload = args[0];
@@ -144,6 +146,7 @@ class ChaosClient {
       reconnects: this.reconnects,
       recovered: this.recovered,
       resyncs: this.resyncs,
+      resync_reasons: this.resyncReasons,
       drops: this.drops,
       latencies: this.latencies,
       got_end: this.gotEnd,

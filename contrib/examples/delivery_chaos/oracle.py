@@ -50,6 +50,7 @@ class ClientCheck:
     reconnects: int = 0
     recovered: int = 0
     resyncs: int = 0
+    resync_reasons: list[str] = field(default_factory=list)
     drops: int = 0
     got_end: bool = False
     latencies: list[float] = field(default_factory=list)
@@ -81,6 +82,7 @@ def check_client(log: Log, result: dict[str, Any]) -> ClientCheck:
         reconnects=result["reconnects"],
         recovered=result["recovered"],
         resyncs=result["resyncs"],
+        resync_reasons=list(result.get("resync_reasons", [])),
         drops=result["drops"],
         got_end=result["got_end"],
         latencies=list(result["latencies"]),
@@ -114,7 +116,7 @@ def check_client(log: Log, result: dict[str, Any]) -> ClientCheck:
 
     seen: set[int] = set()
     highest = -1
-    for cx, offset in zip(result["received"], result["offsets"]):
+    for cx, offset in zip(result["received"], result["offsets"], strict=True):
         idx = log.index.get(cx)
         if idx is None:
             check.phantom += 1

@@ -18,6 +18,7 @@ import logging
 import random
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import socketio
@@ -55,6 +56,9 @@ class ChaosClient:
         self.reconnects = 0
         self.recovered = 0
         self.resyncs = 0
+        self.resync_reasons: list[str] = []
+        #: (unix time, what happened): drops, connects, resyncs; for bug reports
+        self.timeline: list[tuple[float, str]] = []
         self.drops = 0
         self.latencies: list[float] = []
         self.transport_open_at = 0.0
@@ -103,23 +107,33 @@ class ChaosClient:
         pid = data.get("pid") if isinstance(data, dict) else None
         if self.connects:
             self.reconnects += 1
-            if self.project:
-                ok = bool(getattr(self.sio, "recovered", False)) or (pid is not None and pid == self.pid)
-            else:
-                ok = pid is not None and pid == self.sent_pid
+            # recovered: the server gave back the pid the client presented
+            sent = self.pid if self.project else self.sent_pid
+            ok = pid is not None and pid == sent
             if ok:
                 self.recovered += 1
                 self.latencies.append(time.monotonic() - self.transport_open_at)
+        self.timeline.append(
+            (time.time(), f"connect pid={pid} sent={self.pid if self.project else self.sent_pid}")
+        )
         self.connects += 1
         self.pid = pid
 
     async def on_event(self, event: str, *args: Any) -> None:
         if event == "delivery:resync":
             self.resyncs += 1
+            info = args[0] if args else None
+            self.resync_reasons.append(str(info.get("reason")) if isinstance(info, dict) else "?")
+            self.timeline.append((time.time(), f"resync {self.resync_reasons[-1]}"))
             return
-        offset = args[-1] if len(args) >= 2 and isinstance(args[-1], str) else None
-        if offset is not None:
-            self.last_offset = offset
+        offset: str | None
+        if self.project:  # the project's client strips the offset and keeps it
+            got = self.sio.get_offset("/")
+            offset = str(got) if got is not None else None
+        else:
+            offset = args[-1] if len(args) >= 2 and isinstance(args[-1], str) else None
+            if offset is not None:
+                self.last_offset = offset
         payload = args[0] if args else None
         if isinstance(payload, dict) and "cx" in payload:
             self.received.append(payload["cx"])
@@ -151,6 +165,7 @@ class ChaosClient:
             await asyncio.sleep(self.rng.expovariate(1.0 / mean))
             if self.dropping and self.sio.connected and self.kill_transport():
                 self.drops += 1
+                self.timeline.append((time.time(), "drop"))
 
     async def finish(self) -> None:
         try:
@@ -168,10 +183,16 @@ class ChaosClient:
             "reconnects": self.reconnects,
             "recovered": self.recovered,
             "resyncs": self.resyncs,
+            "resync_reasons": self.resync_reasons,
+            "timeline": self.timeline,
             "drops": self.drops,
             "latencies": self.latencies,
             "got_end": self.got_end.is_set(),
         }
+
+
+def write_json(path: str, obj: Any) -> None:
+    Path(path).write_text(json.dumps(obj))
 
 
 def reply(obj: dict[str, Any]) -> None:
@@ -212,8 +233,7 @@ async def main() -> None:
             waits = [asyncio.wait_for(c.got_end.wait(), cmd["timeout"]) for c in clients]
             await asyncio.gather(*waits, return_exceptions=True)
             await asyncio.gather(*(c.finish() for c in clients))
-            with open(config["results"], "w") as fh:
-                json.dump([c.result() for c in clients], fh)
+            write_json(config["results"], [c.result() for c in clients])
             reply({"type": "finished"})
             return
 

@@ -73,7 +73,7 @@ class Proc:
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> None:
-        with open(self.log_path, "ab") as err:
+        with self.log_path.open("ab") as err:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.argv,
                 stdin=asyncio.subprocess.PIPE,
@@ -84,11 +84,13 @@ class Proc:
             )
 
     def send(self, obj: dict[str, Any]) -> None:
-        assert self.proc is not None and self.proc.stdin is not None
+        assert self.proc is not None
+        assert self.proc.stdin is not None
         self.proc.stdin.write((json.dumps(obj) + "\n").encode())
 
     async def expect(self, kind: str, timeout: float) -> dict[str, Any]:
-        assert self.proc is not None and self.proc.stdout is not None
+        assert self.proc is not None
+        assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()

@@ -25,11 +25,11 @@ import random
 import secrets
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import socketio
 import uvicorn
-
 from socketio_delivery import EventStore, open_store
 
 NAMESPACE = "/"
@@ -189,14 +189,17 @@ class ChaosServer:
                 }
             )
         metas = [ev.data for ev in await read_all(self.store, META_STREAM)]
-        with open(path, "w") as fh:
-            json.dump({"events": events, "metas": metas}, fh)
+        write_json(path, {"events": events, "metas": metas})
 
     async def close(self) -> None:
         await self.stop_emitting()
         if self.delivery is not None:
             await self.delivery.close()
         await self.store.close()
+
+
+def write_json(path: str, obj: Any) -> None:
+    Path(path).write_text(json.dumps(obj))
 
 
 def reply(obj: dict[str, Any]) -> None:
