@@ -10,10 +10,13 @@ from .errors import (
     StoreUnavailableError,
 )
 from .registry import available_schemes, open_store, register
+from .server import RESYNC_EVENT, Delivery
 from .store import Capability, Event, EventStore, KeyState, Reservation
 
 __all__ = [
+    "RESYNC_EVENT",
     "Capability",
+    "Delivery",
     "ConfigurationError",
     "DeliveryError",
     "Event",

@@ -1,0 +1,178 @@
+"""Every use of python-socketio's private API, in one place.
+
+python-socketio (checked: 5.12 to 5.18) has no public hook for what connection state
+recovery needs: a ``pid`` in the CONNECT reply, reusing an old sid, sending missed
+events before the CONNECT reply, and seeing each client event (for processed-once
+handling) and each disconnect reason. This module installs those hooks on ONE server
+instance (nothing is patched globally) and is the only module that touches names
+starting with an underscore on python-socketio objects. ``tests`` prove every hook
+(``core/tests/test_socketio_internals.py``), so an upgrade that breaks one fails loudly;
+:func:`check_version` refuses versions outside the tested range at start-up.
+
+Public extension points are used where they exist: the manager's ``emit``,
+``pre_connect``, ``basic_enter_room``/``basic_leave_room``, and ``AsyncServer.save_session``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Awaitable, Callable
+from importlib import metadata
+from typing import Any
+
+import socketio
+from socketio import packet as sio_packet
+from socketio.async_manager import AsyncManager
+
+from .errors import ConfigurationError
+
+__all__ = [
+    "SUPPORTED",
+    "ConnectHandler",
+    "ConnectOutcome",
+    "TriggerHook",
+    "check_version",
+    "forced_sid",
+    "install",
+    "local_emit",
+    "run_connect_handler",
+    "send_connect",
+    "send_connect_error",
+    "send_event",
+    "serves_namespace",
+]
+
+#: The python-socketio releases this module was written and tested against.
+SUPPORTED = ((5, 12), (5, 19))  # >= 5.12, < 5.19
+
+#: While set (inside one connect task), the next sid the server generates is this one.
+forced_sid: contextvars.ContextVar[str | None] = contextvars.ContextVar("forced_sid", default=None)
+
+#: ``(eio_sid, namespace, data) -> None``: replaces ``AsyncServer._handle_connect``.
+ConnectHandler = Callable[[str, str, Any], Awaitable[None]]
+#: ``(original_trigger, event, namespace, *args) -> result``: wraps ``AsyncServer._trigger_event``.
+TriggerHook = Callable[..., Awaitable[Any]]
+
+
+def check_version(version: str | None = None) -> None:
+    """Raise :class:`ConfigurationError` when python-socketio is outside :data:`SUPPORTED`."""
+    text = version or metadata.version("python-socketio")
+    try:
+        found = tuple(int(part) for part in text.split(".")[:2])
+    except ValueError as exc:
+        raise ConfigurationError(f"cannot read the python-socketio version {text!r}") from exc
+    low, high = SUPPORTED
+    if not low <= found < high:
+        raise ConfigurationError(
+            f"python-socketio {text} is not supported by socketio-delivery "
+            f"(supported: >={low[0]}.{low[1]},<{high[0]}.{high[1]}); its connection state "
+            "recovery hooks use private methods that must be re-checked for this release"
+        )
+
+
+def install(sio: socketio.AsyncServer, on_connect: ConnectHandler, on_trigger: TriggerHook) -> None:
+    """Route ``sio``'s CONNECT packets to ``on_connect`` and its handler calls through ``on_trigger``."""
+    for name in ("_handle_connect", "_trigger_event", "_send_packet", "packet_class"):
+        if not hasattr(sio, name):
+            raise ConfigurationError(f"python-socketio changed: AsyncServer.{name} is gone")
+    if not hasattr(sio.eio, "generate_id"):
+        raise ConfigurationError("python-socketio changed: engineio AsyncServer.generate_id is gone")
+    if getattr(sio, "_socketio_delivery_installed", False):
+        raise ConfigurationError("a Delivery is already attached to this server")
+    sio._socketio_delivery_installed = True
+
+    original_trigger = sio._trigger_event
+
+    async def trigger_event(event: str, namespace: str, *args: Any) -> Any:
+        return await on_trigger(original_trigger, event, namespace, *args)
+
+    sio._handle_connect = on_connect
+    sio._trigger_event = trigger_event
+
+    generate = sio.eio.generate_id
+
+    def generate_id() -> str:
+        sid = forced_sid.get()
+        if sid is not None:
+            forced_sid.set(None)
+            return sid
+        return str(generate())
+
+    sio.eio.generate_id = generate_id
+
+
+def serves_namespace(sio: socketio.AsyncServer, namespace: str) -> bool:
+    """Whether ``sio`` accepts connections to ``namespace`` (as ``_handle_connect`` decides)."""
+    return bool(
+        namespace in sio.handlers
+        or namespace in sio.namespace_handlers
+        or sio.namespaces == "*"
+        or namespace in (sio.namespaces or ())
+    )
+
+
+class ConnectOutcome:
+    """The connect handler's verdict: ``accepted``, or refused with ``reason`` (the CONNECT_ERROR data)."""
+
+    __slots__ = ("accepted", "reason")
+
+    def __init__(self, accepted: bool, reason: Any = None) -> None:
+        self.accepted = accepted
+        self.reason = reason
+
+
+async def run_connect_handler(
+    sio: socketio.AsyncServer, eio_sid: str, sid: str, namespace: str, auth: Any
+) -> ConnectOutcome:
+    """Run the app's connect handler exactly as ``AsyncServer._handle_connect`` does."""
+    environ = sio.environ.get(eio_sid, {})
+    fail_reason = socketio.exceptions.ConnectionRefusedError().error_args
+    try:
+        if auth:
+            success = await sio._trigger_event("connect", namespace, sid, environ, auth)
+        else:
+            try:
+                success = await sio._trigger_event("connect", namespace, sid, environ, None)
+            except TypeError as exc:
+                try:
+                    success = await sio._trigger_event("connect", namespace, sid, environ)
+                except TypeError:
+                    raise exc from None
+    except socketio.exceptions.ConnectionRefusedError as exc:
+        return ConnectOutcome(False, exc.error_args)
+    except ConnectionRefusedError:
+        return ConnectOutcome(False, {"message": "Connection refused by server"})
+    if success is False:
+        return ConnectOutcome(False, fail_reason)
+    return ConnectOutcome(True)
+
+
+async def send_connect(sio: socketio.AsyncServer, eio_sid: str, namespace: str, data: dict[str, Any]) -> None:
+    await sio._send_packet(eio_sid, sio.packet_class(sio_packet.CONNECT, data, namespace=namespace))
+
+
+async def send_connect_error(sio: socketio.AsyncServer, eio_sid: str, namespace: str, reason: Any) -> None:
+    await sio._send_packet(
+        eio_sid, sio.packet_class(sio_packet.CONNECT_ERROR, data=reason, namespace=namespace)
+    )
+
+
+async def send_event(sio: socketio.AsyncServer, eio_sid: str, namespace: str, args: list[Any]) -> None:
+    """Send one EVENT packet (``args[0]`` is the event name) to one Engine.IO session."""
+    await sio._send_packet(eio_sid, sio.packet_class(sio_packet.EVENT, namespace=namespace, data=args))
+
+
+async def local_emit(
+    manager: AsyncManager,
+    event: str,
+    args: list[Any],
+    namespace: str,
+    room: str | list[str] | None,
+    skip_sid: list[str],
+) -> None:
+    """Deliver to the clients connected to THIS process only (no message queue), like Node's local emit.
+
+    ``AsyncManager.emit`` is the plain in-process fan-out; multi-node managers override
+    ``emit`` to publish, and call this same base method for their local delivery.
+    """
+    await AsyncManager.emit(manager, event, tuple(args), namespace, room=room, skip_sid=skip_sid)

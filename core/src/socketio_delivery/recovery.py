@@ -1,0 +1,148 @@
+"""Connection state recovery: what a session record holds and what a reconnect may replay.
+
+A session record is saved in the store (``save_session``) under a key derived from the
+namespace and the ``pid`` (the bearer secret the client got in its CONNECT reply). It is
+written when the client connects, refreshed while it stays connected and on every room
+or session-data change, and written again at an unexpected disconnect, so a node that
+dies (even by kill -9) does not take its clients' sessions with it. A reconnect claims
+it (atomically, once) and gets back:
+
+* the same sid and pid;
+* its rooms, each with the stream position at which it joined them;
+* the ``sio.get_session`` data;
+* every event after the offset it reports (never before the position at which it first
+  connected) addressed to everyone, to its own sid, or to a room it was in at that
+  event's offset, and not excluding it.
+
+Offsets compare as plain strings within one epoch (see :mod:`socketio_delivery.store`),
+which is what the per-room positions rely on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass, field
+from typing import Any
+
+from .store import MAX_OFFSET_LENGTH, Event
+
+__all__ = ["MAX_PID_LENGTH", "ConnectRequest", "SessionState", "entitled", "session_key"]
+
+#: A pid longer than this is forged by definition (ours are 22 characters).
+MAX_PID_LENGTH = 64
+_VERSION = 1
+
+
+def session_key(namespace: str, pid: str) -> str:
+    """The store key of a session: a hash, so neither length nor content of the pid reaches the store."""
+    digest = hashlib.sha256(f"{namespace}\0{pid}".encode()).hexdigest()
+    return f"sess:{digest}"
+
+
+@dataclass
+class ConnectRequest:
+    """What a CONNECT packet asks for, split from the application's own ``auth``."""
+
+    auth: Any
+    pid: str | None = None
+    offset: str | None = None
+    #: why the recovery fields were refused as malformed (``None``: fine or absent)
+    malformed: str | None = None
+
+    @classmethod
+    def parse(cls, data: Any) -> ConnectRequest:
+        """Split the CONNECT payload into recovery fields and the app's ``auth``.
+
+        With a ``pid`` (connection state recovery) ``pid`` and ``offset`` are taken out;
+        with only an ``offset`` (the explicit recipe) the app still sees it in ``auth``.
+        """
+        if not isinstance(data, dict) or ("pid" not in data and "offset" not in data):
+            return cls(data)
+        auth = dict(data)
+        pid = auth.pop("pid", None)
+        offset = auth.pop("offset", None) if "pid" in data else auth.get("offset")
+        request = cls(auth or None)
+        if "pid" in data and (not isinstance(pid, str) or not 0 < len(pid) <= MAX_PID_LENGTH):
+            request.malformed = "malformed pid"
+            return request
+        request.pid = pid
+        if offset is not None:
+            if not isinstance(offset, str) or not 0 < len(offset) <= MAX_OFFSET_LENGTH:
+                request.malformed = "malformed offset"
+                return request
+            request.offset = offset
+        return request
+
+
+@dataclass
+class SessionState:
+    """One connected socket's recoverable state, kept in memory and mirrored to the store."""
+
+    sid: str
+    pid: str
+    namespace: str
+    #: stream position when the session first connected: nothing before it is ever replayed
+    offset: str
+    #: room -> stream position when the socket joined it
+    rooms: dict[str, str] = field(default_factory=dict)
+    data: Any = None
+    #: changes on every (re)connect, so a stale node never overwrites a newer record
+    token: str = ""
+    recovered: bool = False
+    recovery_failed: str | None = None
+    superseded: bool = False
+
+    @property
+    def key(self) -> str:
+        return session_key(self.namespace, self.pid)
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "v": _VERSION,
+            "sid": self.sid,
+            "pid": self.pid,
+            "ns": self.namespace,
+            "offset": self.offset,
+            "rooms": self.rooms,
+            "data": self.data,
+            "token": self.token,
+        }
+
+    @classmethod
+    def from_record(cls, record: Any, namespace: str, pid: str) -> SessionState | None:
+        """The state a stored record describes, or ``None`` when it does not belong to ``pid``."""
+        try:
+            if record.get("v") != _VERSION or record["ns"] != namespace:
+                return None
+            if not hmac.compare_digest(str(record["pid"]).encode(), pid.encode()):
+                return None
+            rooms = record.get("rooms") or {}
+            if not isinstance(rooms, dict) or not all(isinstance(v, str) for v in rooms.values()):
+                return None
+            return cls(
+                sid=str(record["sid"]),
+                pid=pid,
+                namespace=namespace,
+                offset=str(record["offset"]),
+                rooms={str(k): v for k, v in rooms.items()},
+                data=record.get("data"),
+                token=str(record.get("token", "")),
+            )
+        except (AttributeError, KeyError, TypeError):
+            return None
+
+
+def entitled(event: Event, state: SessionState) -> bool:
+    """Whether a recovering socket had the right to ``event`` (see the module docstring)."""
+    if state.sid in event.exclude or event.offset <= state.offset:
+        return False
+    if not event.rooms:
+        return True
+    for room in event.rooms:
+        if room == state.sid:
+            return True
+        since = state.rooms.get(room)
+        if since is not None and event.offset > since:
+            return True
+    return False

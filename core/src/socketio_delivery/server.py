@@ -1,0 +1,577 @@
+"""``Delivery``: at-least-once, in-order delivery and connection state recovery for python-socketio.
+
+::
+
+    import socketio
+    from socketio_delivery import Delivery
+
+    sio = socketio.AsyncServer(async_mode="asgi")
+    delivery = Delivery(sio, store="sqlite:///events.db")
+
+    @sio.event
+    async def connect(sid, environ, auth):
+        if not delivery.recovered(sid):
+            await sio.enter_room(sid, "match-42")
+
+How it works (the wire protocol is Socket.IO's own, v4.6+):
+
+* **Emits** without an ack callback are persisted in the store before anything is sent
+  (``await sio.emit(...)`` returns once the event is durable, and raises
+  :class:`~socketio_delivery.StoreError` when it is not). Every process delivers them to
+  its own clients by reading the store's log in offset order (:mod:`.tailer`), with the
+  offset appended as the last argument, as the Node server does.
+* **CONNECT** replies carry a ``pid``. A reconnect that presents it (with the offset of the
+  last event it got) gets its sid, rooms and session data back and the events it missed,
+  before the CONNECT reply (:mod:`.recovery`). When that is impossible the client gets a
+  new session and a ``delivery:resync`` event: continuity is never broken silently.
+* **Client emits** carrying an idempotency key run their handler once (:mod:`.dedup`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import socketio
+
+from . import _socketio_internals as internals
+from .dedup import IdempotencyGuard
+from .errors import (
+    ConfigurationError,
+    DeliveryError,
+    InvalidArgumentError,
+    InvalidOffsetError,
+    OffsetUnavailableError,
+)
+from .recovery import ConnectRequest, SessionState, entitled, session_key
+from .registry import open_store
+from .store import DEFAULT_PAGE_SIZE, Capability, Event, EventStore, new_id
+from .tailer import Tailer
+
+__all__ = ["RESYNC_EVENT", "Delivery"]
+
+log = logging.getLogger("socketio_delivery")
+
+#: Sent to a client that asked to recover and could not: ``["delivery:resync", {"reason": ...}]``.
+RESYNC_EVENT = "delivery:resync"
+_RESERVED = frozenset({"connect", "disconnect", "connect_error", RESYNC_EVENT})
+_EXPLICIT_DISCONNECTS = frozenset({"client disconnect", "server disconnect"})
+
+Identity = Callable[[str, str], "str | Awaitable[str]"]
+
+
+class Delivery:
+    """Attach delivery guarantees to a ``socketio.AsyncServer``.
+
+    :param sio: the server (ASGI, aiohttp, ... any asyncio mode; any client manager,
+        including ``AsyncRedisManager``). Its ``always_connect`` must be ``False``.
+    :param store: a store URL (``"sqlite:///events.db"``), a config mapping
+        (``{"url": ..., "options": {...}}``), an :class:`~socketio_delivery.EventStore`
+        object, or ``None`` to read ``SOCKETIO_DELIVERY_STORE_URL``.
+    :param recovery_window: seconds a disconnected session can be recovered (Node's
+        ``maxDisconnectionDuration``; default 2 minutes).
+    :param rerun_connect: run the app's connect handler again for a recovered socket
+        (``delivery.recovered(sid)`` tells it apart). ``False`` skips it.
+    :param poll_interval: seconds between reads of a store other processes write to;
+        emits of this process are delivered at once.
+    :param page_size: events per store read (live delivery and replay).
+    :param idempotency_key: the field of a client emit's first argument (a dict) that makes
+        it processed-once; ``None`` turns processed-once handling off.
+    :param idempotency_ttl: seconds a processed-once result is kept for retries.
+    :param identity: ``identity(sid, namespace) -> str`` (or awaitable): who a client is, for
+        scoping idempotency keys. Default: its recovery session (stable across recoveries).
+    """
+
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        store: str | Mapping[str, Any] | EventStore | None = None,
+        *,
+        recovery_window: float = 120.0,
+        rerun_connect: bool = True,
+        poll_interval: float = 0.05,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        idempotency_key: str | None = "idempotencyKey",
+        idempotency_ttl: float = 3600.0,
+        identity: Identity | None = None,
+    ) -> None:
+        internals.check_version()
+        if not isinstance(sio, socketio.AsyncServer):
+            raise ConfigurationError("Delivery needs a socketio.AsyncServer (asyncio)")
+        if sio.always_connect:
+            raise ConfigurationError("Delivery needs always_connect=False (the CONNECT reply comes last)")
+        for name, value in (("recovery_window", recovery_window), ("poll_interval", poll_interval)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+        self.sio = sio
+        self._owns_store = not isinstance(store, EventStore)
+        self.store: EventStore = open_store(store)
+        self.recovery_window = float(recovery_window)
+        self.rerun_connect = rerun_connect
+        self.page_size = page_size
+        self._poll = poll_interval if Capability.MULTI_PROCESS in self.store.capabilities else None
+        self._identity = identity
+        self._guard = (
+            IdempotencyGuard(
+                self.store, field=idempotency_key, ttl=idempotency_ttl, not_handled=sio.not_handled
+            )
+            if idempotency_key
+            else None
+        )
+        self._states: dict[tuple[str, str], SessionState] = {}
+        self._tailers: dict[str, Tailer] = {}
+        self._dirty: set[tuple[str, str]] = set()
+        self._lock = asyncio.Lock()
+        self._opened = False
+        self._closing = False
+        self._saver: asyncio.Task[None] | None = None
+        self._warned_binary = False
+        self._install()
+
+    # -- public API ---------------------------------------------------------------
+    def recovered(self, sid: str, namespace: str = "/") -> bool:
+        """True when this connection restored an earlier session (same sid, rooms, data, missed events)."""
+        state = self._states.get((namespace, sid))
+        return bool(state and state.recovered)
+
+    def recovery_failed(self, sid: str, namespace: str = "/") -> str | None:
+        """Why the client's request to recover failed (``None`` when it did not ask, or recovered)."""
+        state = self._states.get((namespace, sid))
+        return state.recovery_failed if state else None
+
+    async def publish(
+        self,
+        event: str,
+        data: Any,
+        *,
+        to: str | list[str] | None = None,
+        room: str | list[str] | None = None,
+        skip_sid: str | list[str] | None = None,
+        namespace: str | None = None,
+    ) -> str:
+        """Persist a durable application event and deliver it as ``{"id": offset, "data": data}``.
+
+        Clients that keep the last ``id`` and send it as ``auth={"offset": id}`` when they
+        connect get every such event they missed (the explicit recipe; any client).
+        Returns the offset.
+        """
+        return await self._persist(event, [data], namespace or "/", to or room, skip_sid, explicit=True)
+
+    async def open(self) -> None:
+        """Open the store and start the background tasks (done lazily on first use otherwise)."""
+        async with self._lock:
+            if self._opened:
+                return
+            await self.store.open()
+            self._saver = asyncio.create_task(self._save_loop(), name="socketio-delivery sessions")
+            self._opened = True
+
+    async def close(self) -> None:
+        """Save every connected session (so a restart can recover them), stop, close the store."""
+        self._closing = True
+        for tailer in list(self._tailers.values()):
+            await tailer.stop()
+        self._tailers.clear()
+        if self._saver is not None:
+            self._saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._saver
+            self._saver = None
+        if self._opened:
+            self._dirty.update(self._states)
+            await self._flush()
+            if self._owns_store:
+                await self.store.close()
+        self._opened = False
+
+    # -- hooks --------------------------------------------------------------------
+    def _install(self) -> None:
+        manager = self.sio.manager
+        self._manager_emit = manager.emit
+        manager.emit = self._emit
+        enter, leave = manager.basic_enter_room, manager.basic_leave_room
+
+        def basic_enter_room(sid: str, namespace: str, room: Any, eio_sid: Any = None) -> None:
+            enter(sid, namespace, room, eio_sid=eio_sid)
+            state = self._states.get((namespace, sid))
+            if state is not None and isinstance(room, str) and room != sid and room not in state.rooms:
+                tailer = self._tailers.get(namespace)
+                state.rooms[room] = tailer.position if tailer else state.offset
+                self._dirty.add((namespace, sid))
+
+        def basic_leave_room(sid: str, namespace: str, room: Any) -> None:
+            leave(sid, namespace, room)
+            state = self._states.get((namespace, sid))
+            if state is not None and state.rooms.pop(room, None) is not None:
+                self._dirty.add((namespace, sid))
+
+        manager.basic_enter_room = basic_enter_room
+        manager.basic_leave_room = basic_leave_room
+        self._save_session = self.sio.save_session
+
+        async def save_session(sid: str, session: Any, namespace: str | None = None) -> None:
+            await self._save_session(sid, session, namespace)
+            if (namespace or "/", sid) in self._states:
+                self._dirty.add((namespace or "/", sid))
+
+        self.sio.save_session = save_session
+        internals.install(self.sio, self._handle_connect, self._on_trigger)
+
+    async def _tailer(self, namespace: str) -> Tailer:
+        tailer = self._tailers.get(namespace)
+        if tailer is not None:
+            return tailer
+        await self.open()
+        async with self._lock:
+            tailer = self._tailers.get(namespace)
+            if tailer is None:
+                tailer = Tailer(
+                    self.store,
+                    namespace,
+                    self._deliverer(namespace),
+                    poll_interval=self._poll,
+                    page_size=self.page_size,
+                )
+                await tailer.start()
+                self._tailers[namespace] = tailer
+        return tailer
+
+    # -- server -> client ------------------------------------------------------------
+    async def _emit(
+        self,
+        event: str,
+        data: Any,
+        namespace: str | None = None,
+        room: Any = None,
+        skip_sid: Any = None,
+        callback: Any = None,
+        to: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        room = to or room
+        if callback is not None or event in _RESERVED:
+            # acked emits carry no offset (as in Node): one client, confirmed by its ack
+            await self._manager_emit(
+                event, data, namespace=namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
+            )
+            return
+        args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
+        try:
+            await self._persist(event, args, namespace or "/", room, skip_sid, explicit=False)
+        except InvalidArgumentError:
+            if not self.sio.packet_class.data_is_binary(args):
+                raise
+            if not self._warned_binary:
+                self._warned_binary = True
+                log.warning("binary emits are not persisted (no offset, no replay): %r", event)
+            await self._manager_emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid, **kwargs)
+
+    async def _persist(
+        self, event: str, args: list[Any], namespace: str, room: Any, skip_sid: Any, *, explicit: bool
+    ) -> str:
+        rooms = () if room is None else (room,) if isinstance(room, str) else tuple(room)
+        exclude = () if skip_sid is None else (skip_sid,) if isinstance(skip_sid, str) else tuple(skip_sid)
+        tailer = await self._tailer(namespace)
+        record: dict[str, Any] = {"e": event, "a": args}
+        if explicit:
+            record["x"] = 1
+        persisted = await self.store.persist(namespace, record, rooms=rooms, exclude=exclude)
+        tailer.wake()
+        return persisted.offset
+
+    @staticmethod
+    def _packet(event: Event) -> list[Any]:
+        """``[name, *args, offset]``: the packet data an event is delivered (and replayed) as."""
+        data = event.data
+        args = data["a"]
+        if data.get("x"):
+            args = [{"id": event.offset, "data": args[0] if args else None}]
+        return [data["e"], *args, event.offset]
+
+    def _deliverer(self, namespace: str) -> Callable[[Event, list[str]], Awaitable[None]]:
+        manager = self.sio.manager
+
+        async def deliver(event: Event, held: list[str]) -> None:
+            name, *args = self._packet(event)
+            rooms = event.rooms
+            room = None if not rooms else rooms[0] if len(rooms) == 1 else list(rooms)
+            skip = [*event.exclude, *held] if held else list(event.exclude)
+            await internals.local_emit(manager, name, args, namespace, room, skip)
+
+        return deliver
+
+    # -- connect ----------------------------------------------------------------------
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        sio, manager = self.sio, self.sio.manager
+        namespace = namespace or "/"
+        if not internals.serves_namespace(sio, namespace):
+            await internals.send_connect_error(sio, eio_sid, namespace, "Unable to connect")
+            return
+        try:
+            tailer = await self._tailer(namespace)
+        except DeliveryError as exc:
+            log.error("refused a connection to %s: the delivery store is unavailable (%s)", namespace, exc)
+            await internals.send_connect_error(
+                sio, eio_sid, namespace, {"message": "delivery store unavailable"}
+            )
+            return
+        request = ConnectRequest.parse(data)
+        failure = request.malformed
+        old: SessionState | None = None
+        start: str | None = None
+        if failure is None and request.pid is not None:
+            old, start, failure = await self._claim(namespace, request)
+        elif failure is None and request.offset is not None:
+            start = request.offset  # the explicit recipe
+        if failure is not None:
+            log.info("connection to %s did not recover: %s", namespace, failure)
+
+        if old is not None:
+            sid = old.sid
+            stale = self._states.get((namespace, sid))
+            if stale is not None:  # the old transport is not closed yet: this reconnect wins
+                stale.superseded = True
+                await sio.disconnect(sid, namespace=namespace, ignore_queue=True)
+        else:
+            sid = sio.eio.generate_id()
+        held = start is not None
+        if held:
+            tailer.held[sid] = None
+        internals.forced_sid.set(sid)
+        try:
+            registered = await manager.pre_connect(eio_sid, namespace)
+        finally:
+            internals.forced_sid.set(None)
+        if registered is None:
+            tailer.held.pop(sid, None)
+            await internals.send_connect_error(sio, eio_sid, namespace, "Unable to connect")
+            return
+        state = SessionState(
+            sid=sid,
+            pid=old.pid if old else self.store.generate_id(),
+            namespace=namespace,
+            offset=old.offset if old else tailer.position,
+            rooms=old.rooms if old else {},
+            token=new_id(),
+            recovered=old is not None,
+            recovery_failed=failure,
+        )
+        self._states[(namespace, sid)] = state
+        try:
+            if old is not None:
+                for room in state.rooms:
+                    manager.basic_enter_room(sid, namespace, room)
+                if old.data is not None:
+                    await self._save_session(sid, old.data, namespace)
+            if old is not None and not self.rerun_connect:
+                outcome = internals.ConnectOutcome(True)
+            else:
+                outcome = await internals.run_connect_handler(sio, eio_sid, sid, namespace, request.auth)
+        except BaseException:
+            await self._abandon(state, tailer, eio_sid)
+            raise
+        if not outcome.accepted:
+            await self._abandon(state, tailer, eio_sid)
+            await internals.send_connect_error(sio, eio_sid, namespace, outcome.reason)
+            return
+        if held:
+            assert start is not None
+            try:
+                await self._replay(state, tailer, eio_sid, start, explicit=old is None)
+            except BaseException:
+                tailer.held.pop(sid, None)
+                raise
+        else:
+            await internals.send_connect(sio, eio_sid, namespace, {"sid": sid, "pid": state.pid})
+            await manager.connect(sid, namespace)
+        if state.recovery_failed is not None:
+            await internals.send_event(
+                sio, eio_sid, namespace, [RESYNC_EVENT, {"reason": state.recovery_failed}]
+            )
+        await self._save(state)
+
+    async def _claim(
+        self, namespace: str, request: ConnectRequest
+    ) -> tuple[SessionState | None, str | None, str | None]:
+        """Claim the session of ``request.pid``.
+
+        Returns ``(state, replay start, None)``, or ``(None, None, why not)``.
+        """
+        assert request.pid is not None
+        try:
+            record = await self.store.claim_session(session_key(namespace, request.pid))
+        except DeliveryError as exc:
+            log.error("could not read a session to recover (%s)", exc)
+            return None, None, "store unavailable"
+        old = SessionState.from_record(record, namespace, request.pid) if record is not None else None
+        if old is None:
+            return None, None, "unknown, expired or already used session"
+        start = old.offset
+        if request.offset is not None and request.offset > start:
+            start = request.offset
+        try:
+            await self.store.fetch_since(namespace, start, limit=1)
+        except DeliveryError as exc:
+            return None, None, _replay_failure(exc)
+        return old, start, None
+
+    async def _abandon(self, state: SessionState, tailer: Tailer, eio_sid: str) -> None:
+        tailer.held.pop(state.sid, None)
+        state.superseded = True
+        self._states.pop((state.namespace, state.sid), None)
+        await self.sio.manager.disconnect(state.sid, state.namespace, ignore_queue=True)
+
+    async def _replay(
+        self, state: SessionState, tailer: Tailer, eio_sid: str, start: str, *, explicit: bool
+    ) -> None:
+        """Send what the socket missed, then the CONNECT reply, then let live delivery reach it."""
+        sio, namespace, sid = self.sio, state.namespace, state.sid
+        if explicit:
+            rooms = set(self.sio.manager.get_rooms(sid, namespace)) | {sid}
+
+            def wanted(event: Event) -> bool:
+                return sid not in event.exclude and (not event.rooms or not rooms.isdisjoint(event.rooms))
+
+            room_filter = list(rooms)
+        else:
+
+            def wanted(event: Event) -> bool:
+                return entitled(event, state)
+
+            room_filter = [*state.rooms, sid]
+        sent = 0
+        cursor = start
+        while True:
+            target = tailer.position
+            try:
+                while cursor < target:
+                    page = await self.store.fetch_since(
+                        namespace, cursor, rooms=room_filter, limit=self.page_size
+                    )
+                    for event in page:
+                        if event.offset > target:
+                            break
+                        if wanted(event):
+                            await internals.send_event(sio, eio_sid, namespace, self._packet(event))
+                            sent += 1
+                        cursor = event.offset
+                    if not page or page[-1].offset > target:
+                        break
+            except DeliveryError as exc:
+                state.recovery_failed = _replay_failure(exc)
+                log.warning("replay to %s on %s stopped: %s", sid, namespace, exc)
+            cursor = max(cursor, target)
+            async with tailer.lock:
+                if tailer.position != target:
+                    continue  # live delivery moved on meanwhile: catch up first
+                if cursor > target:
+                    tailer.held[sid] = cursor  # the client is ahead of this node
+                else:
+                    tailer.held.pop(sid, None)
+                await internals.send_connect(sio, eio_sid, namespace, {"sid": sid, "pid": state.pid})
+                await sio.manager.connect(sid, namespace)
+                break
+        log.info(
+            "%s %s on %s: replayed %d events",
+            "replayed to" if explicit else "recovered",
+            sid,
+            namespace,
+            sent,
+        )
+
+    # -- events from clients, disconnects ------------------------------------------------
+    async def _on_trigger(
+        self, original: Callable[..., Awaitable[Any]], event: str, namespace: str, *args: Any
+    ) -> Any:
+        if event == "disconnect":
+            result = await original(event, namespace, *args)
+            await self._on_disconnect(namespace, args[0], args[1] if len(args) > 1 else None)
+            return result
+        guard = self._guard
+        if guard is None or event == "connect" or len(args) < 2:
+            return await original(event, namespace, *args)
+        key = guard.key_of(args[1:])
+        if key is None:
+            return await original(event, namespace, *args)
+        identity = await self._identity_of(args[0], namespace)
+        return await guard.run(identity, namespace, event, key, lambda: original(event, namespace, *args))
+
+    async def _identity_of(self, sid: str, namespace: str) -> str:
+        if self._identity is not None:
+            value = self._identity(sid, namespace)
+            return str(await value if inspect.isawaitable(value) else value)
+        state = self._states.get((namespace, sid))
+        return state.pid if state else sid
+
+    async def _on_disconnect(self, namespace: str, sid: str, reason: Any) -> None:
+        state = self._states.pop((namespace, sid), None)
+        self._dirty.discard((namespace, sid))
+        if state is None or state.superseded:
+            return
+        explicit = reason in _EXPLICIT_DISCONNECTS and not self._closing
+        if not explicit:
+            state.data = await self._session_data(sid, namespace)
+        try:
+            current = await self.store.claim_session(state.key)
+            if current is not None and current.get("token") != state.token:
+                await self.store.save_session(state.key, current, self.recovery_window)  # a newer owner's
+            elif current is not None and not explicit:
+                await self.store.save_session(state.key, state.record(), self.recovery_window)
+        except DeliveryError as exc:
+            log.error("could not save the session of %s for recovery: %s", sid, exc)
+
+    # -- session records --------------------------------------------------------------------
+    async def _session_data(self, sid: str, namespace: str) -> Any:
+        try:
+            data = await self.sio.get_session(sid, namespace=namespace)
+        except (KeyError, TypeError):
+            return None
+        if not data:
+            return None
+        try:
+            json.dumps(data)
+        except (TypeError, ValueError):
+            log.warning("session data of %s is not JSON; it will not be recovered", sid)
+            return None
+        return data
+
+    async def _save(self, state: SessionState) -> None:
+        state.data = await self._session_data(state.sid, state.namespace)
+        try:
+            await self.store.save_session(state.key, state.record(), self.recovery_window)
+        except DeliveryError as exc:
+            log.error("could not save the session of %s: %s", state.sid, exc)
+
+    async def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        states = [s for s in map(self._states.get, dirty) if s is not None and not s.superseded]
+        for i in range(0, len(states), 64):  # concurrent saves share the store's round trips
+            await asyncio.gather(*(self._save(state) for state in states[i : i + 64]))
+
+    async def _save_loop(self) -> None:
+        """Save changed sessions promptly, and refresh all of them well within their TTL."""
+        refresh = self.recovery_window / 4
+        loop = asyncio.get_running_loop()
+        next_refresh = loop.time() + refresh
+        while True:
+            await asyncio.sleep(0.1)
+            if loop.time() >= next_refresh:
+                next_refresh = loop.time() + refresh
+                self._dirty.update(self._states)
+            try:
+                await self._flush()
+            except Exception:
+                log.exception("saving sessions failed")
+
+
+def _replay_failure(exc: DeliveryError) -> str:
+    if isinstance(exc, OffsetUnavailableError):
+        return "offset no longer available"
+    if isinstance(exc, InvalidOffsetError):
+        return "malformed offset"
+    return "store unavailable"
