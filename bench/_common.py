@@ -136,7 +136,8 @@ class RedisServer(Server):
         return [
             exe,
             *("--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.dir),
-            *("--save", "", "--appendonly", "no", "--protected-mode", "no", "--loglevel", "warning"),
+            *("--save", "", "--protected-mode", "no", "--loglevel", "warning"),
+            *("--appendonly", "yes", "--appendfsync", "everysec"),  # durable, as in production
         ]
 
     @property

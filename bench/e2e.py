@@ -79,6 +79,52 @@ async def run_target(
     return rows
 
 
+def targets(
+    stores: Stores, notes: list[str], *, plain: bool = True, node: bool = False, **kw: int
+) -> list[Target]:
+    """plain python-socketio, Delivery on each working store, the Node peer; skipped ones noted."""
+    found = [Target.python("plain python-socketio", None)] if plain else []
+    missing = delivery_missing()
+    if missing:
+        notes.append(f"skipped Delivery rows: {missing}")
+    else:
+        found += [Target.python(f"Delivery + {name}", url, **kw) for name, url in stores.urls()]
+    notes += skipped_notes(stores)
+    if node:
+        why = Target.node_missing()
+        if why:
+            notes.append(f"skipped node peer: {why}")
+        else:
+            found.append(Target.node())
+    return found
+
+
+async def measure(
+    found: list[Target], counts: list[int], events: int, emitters: int, publish: bool = False
+) -> list[tuple[str, list[list[object]]]]:
+    return [(t.label, await run_target(t, counts, events, emitters, publish)) for t in found]
+
+
+def print_table(
+    results: list[tuple[str, list[list[object]]]], events: int, emitters: int, notes: list[str]
+) -> str:
+    plain = {row[0]: row for label, rows in results if label.startswith("plain") for row in rows}
+    out: list[list[object]] = []
+    for label, target_rows in results:
+        for count, rate, deliveries, scpu, ccpu, note in target_rows:
+            base = plain.get(count, [None] * 6)
+            out.append(
+                [label, count, rate, deliveries, _pct(rate, base[1]), scpu, _pct(scpu, base[3]), ccpu, note]
+            )
+    header = ["server", "clients", "ev/s", "deliveries/s", "vs plain", "server CPU s", "CPU vs plain"]
+    return table(
+        f"End-to-end emit throughput, {events} events per cell, {emitters} server emit tasks",
+        [*header, "client CPU s", "note"],
+        out,
+        notes=notes,
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -91,59 +137,12 @@ async def main() -> None:
     parser.add_argument("--publish", action="store_true", help="Delivery rows use delivery.publish")
     args = parser.parse_args()
     counts = [int(x) for x in args.clients.split(",")]
-    results: list[tuple[str, list[list[object]]]] = []
     notes: list[str] = []
     start = time.perf_counter()
     async with Stores(store_list(args.stores)) as stores:
-        results.append(
-            (
-                "plain python-socketio",
-                await run_target(Target.python("plain", None), counts, args.events, args.emitters),
-            )
-        )
-        missing = delivery_missing()
-        if missing:
-            notes.append(f"skipped Delivery rows: {missing}")
-        else:
-            for name, url in stores.urls():
-                label = f"Delivery + {name}"
-                target = Target.python(label, url)
-                results.append(
-                    (label, await run_target(target, counts, args.events, args.emitters, args.publish))
-                )
-        notes += skipped_notes(stores)
-    if args.node:
-        why = Target.node_missing()
-        if why:
-            notes.append(f"skipped node peer: {why}")
-        else:
-            results.append(
-                (Target.node().label, await run_target(Target.node(), counts, args.events, args.emitters))
-            )
-    plain = {row[0]: row for row in results[0][1]}
-    rows: list[list[object]] = []
-    for label, target_rows in results:
-        for count, rate, deliveries, scpu, ccpu, note in target_rows:
-            base = plain.get(count, [None] * 6)
-            vs = _pct(rate, base[1])
-            cpu_vs = _pct(scpu, base[3])
-            rows.append([label, count, rate, deliveries, vs, scpu, cpu_vs, ccpu, note])
-    table(
-        f"End-to-end emit throughput, {args.events} events per cell, {args.emitters} server emit tasks",
-        [
-            "server",
-            "clients",
-            "ev/s",
-            "deliveries/s",
-            "vs plain",
-            "server CPU s",
-            "CPU vs plain",
-            "client CPU s",
-            "note",
-        ],
-        rows,
-        notes=[*notes, f"({time.perf_counter() - start:.0f} s)"],
-    )
+        found = targets(stores, notes, node=args.node)
+        results = await measure(found, counts, args.events, args.emitters, args.publish)
+    print_table(results, args.events, args.emitters, [*notes, f"({time.perf_counter() - start:.0f} s)"])
 
 
 if __name__ == "__main__":

@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RssSampler, Stores, run_main, skipped_notes, store_list, table
+from _common import RssSampler, Stores, run_main, store_list, table
 from _sio import Client, Target, blast, control
-from e2e import delivery_missing
+from e2e import targets
 
 
 async def replay_once(target: Target, ctl: Client, n: int, emitters: int) -> list[object]:
@@ -86,6 +86,26 @@ async def run_target(target: Target, sizes: list[int], emitters: int) -> list[li
     return rows
 
 
+def keep_for(sizes: list[int]) -> int:
+    """Retention for the replay servers: never trims what a client missed."""
+    return max(1_000_000, 3 * max(sizes) + 1000)
+
+
+def print_table(results: list[tuple[str, list[list[object]]]], notes: list[str]) -> str:
+    rows = [[label, *row] for label, target_rows in results for row in target_rows]
+    for row in rows:
+        replay_rate, live_rate = row[3], row[4]
+        ok = isinstance(replay_rate, float) and isinstance(live_rate, float) and live_rate
+        row.insert(5, f"{100 * replay_rate / live_rate:.0f} %" if ok else "-")  # type: ignore[operator]
+    header = ["server", "missed", "replay s", "replay ev/s", "live ev/s", "replay/live", "recovered"]
+    return table(
+        "Replay after reconnect (connection state recovery, pid + offset)",
+        [*header, "RSS before MB", "RSS peak MB", "note"],
+        rows,
+        notes=notes,
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -96,51 +116,11 @@ async def main() -> None:
     parser.add_argument("--node", action="store_true", help="add the Node socket.io 4.8 peer")
     args = parser.parse_args()
     sizes = [int(x) for x in args.missed.split(",")]
-    keep = max(1_000_000, 3 * max(sizes) + 1000)  # retention must not trim what the client missed
-    results: list[tuple[str, list[list[object]]]] = []
     notes: list[str] = []
     async with Stores(store_list(args.stores)) as stores:
-        missing = delivery_missing()
-        if missing:
-            notes.append(f"skipped Delivery rows: {missing}")
-        else:
-            for name, url in stores.urls():
-                label = f"Delivery + {name}"
-                results.append(
-                    (
-                        label,
-                        await run_target(Target.python(label, url, max_events=keep), sizes, args.emitters),
-                    )
-                )
-        notes += skipped_notes(stores)
-    if args.node:
-        why = Target.node_missing()
-        if why:
-            notes.append(f"skipped node peer: {why}")
-        else:
-            results.append((Target.node().label, await run_target(Target.node(), sizes, args.emitters)))
-    rows = [[label, *row] for label, target_rows in results for row in target_rows]
-    for row in rows:
-        replay_rate, live_rate = row[3], row[4]
-        ok = isinstance(replay_rate, float) and isinstance(live_rate, float) and live_rate
-        row.insert(5, f"{100 * replay_rate / live_rate:.0f} %" if ok else "-")  # type: ignore[operator]
-    table(
-        "Replay after reconnect (connection state recovery, pid + offset)",
-        [
-            "server",
-            "missed",
-            "replay s",
-            "replay ev/s",
-            "live ev/s",
-            "replay/live",
-            "recovered",
-            "RSS before MB",
-            "RSS peak MB",
-            "note",
-        ],
-        rows,
-        notes=notes,
-    )
+        found = targets(stores, notes, plain=False, node=args.node, max_events=keep_for(sizes))
+        results = [(t.label, await run_target(t, sizes, args.emitters)) for t in found]
+    print_table(results, notes)
 
 
 if __name__ == "__main__":

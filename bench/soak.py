@@ -30,7 +30,7 @@ from _common import PAYLOAD, Stores, rss_mb, run_main, skipped_notes, store_list
 from socketio_delivery import EventStore, OffsetUnavailableError, open_store
 
 #: store-specific options that make background retention run often enough to matter in a short run
-FAST_RETENTION = {"sqlite": {"retention_interval": 1.0}}
+FAST_RETENTION = {"sqlite": {"retention_interval": 1.0}, "redis": {"retention_interval": 1.0}}
 
 
 async def count_retained(store: EventStore, stream: str) -> int:
