@@ -429,3 +429,34 @@ def test_cli_check_against_redis(server: RedisServer) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "RedisEventStore" in done.stdout
+
+
+async def test_a_lost_meta_hash_starts_a_new_epoch_after_the_retained_events(
+    admin: redis.Redis, store: RedisEventStore
+) -> None:
+    events = [await store.persist("/", i) for i in range(3)]
+    admin.delete(_StreamKeys(store.options.prefix, "/", "").meta)  # as an allkeys-* eviction might
+    with pytest.raises(OffsetUnavailableError):
+        await store.fetch_since("/", events[-1].offset)
+    mark = await store.last_offset("/")
+    assert mark.split("-")[0] != events[0].offset.split("-")[0]
+    assert await store.fetch_since("/", mark) == []
+    later = await store.persist("/", "later")
+    assert_same_events(await store.fetch_since("/", mark), [later])
+    assert [e.data for e in await read_all(store, "/")] == [0, 1, 2, "later"]
+
+
+async def test_resp3_client(server: RedisServer) -> None:
+    server.start()
+    client = aioredis.Redis(port=server.port, protocol=3)
+    try:
+        store = RedisEventStore.from_client(client, prefix=prefix())
+        await store.open()
+        event = await store.persist("/", {"resp": 3}, rooms=["r"])
+        assert_same_events(await store.fetch_since("/", None, rooms=["r"]), [event])
+        assert await store.fetch_since("/", event.offset) == []
+        assert (await store.reserve_key("k", 30)).state is KeyState.ACQUIRED
+        assert (await store.reserve_key("k", 30)).state is KeyState.PENDING
+        await store.close()
+    finally:
+        await client.aclose()

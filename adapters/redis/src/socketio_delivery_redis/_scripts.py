@@ -72,8 +72,13 @@ end
 local function ensure_epoch(stream, meta, candidate)
   local epoch = current_epoch(stream, meta)
   if not epoch then
+    -- A new epoch starts after whatever the stream holds (it holds entries only when the
+    -- meta hash alone was lost): offsets of the new epoch never point before them.
+    local top = redis.call('XREVRANGE', stream, '+', '-', 'COUNT', 1)
+    local last = '0-0'
+    if #top > 0 then last = top[1][1] end
     redis.call('DEL', meta)
-    redis.call('HSET', meta, 'epoch', candidate, 'last', '0-0')
+    redis.call('HSET', meta, 'epoch', candidate, 'last', last)
     epoch = candidate
   end
   return epoch
