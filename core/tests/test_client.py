@@ -393,3 +393,38 @@ async def test_recipe_mode_resumes_from_the_last_id(node_url: str, make_client: 
     await later.connect(node_url)
     await until(lambda: len(resumed) == 2, "the replay from a stored id")
     assert [g["data"] for g in resumed] == [2, 3]
+
+
+async def test_handlers_of_missed_events_may_await_emits_and_later_events(
+    node_url: str, make_client: ClientFactory
+) -> None:
+    room = tag()
+    client = make_client()
+    results: list[Any] = []
+    later: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    @client.on("news")
+    async def news(item: str) -> None:
+        if item == "b":  # runs during the recovery, before the namespace is connected again
+            results.append((await client.emit("order", {"mode": "ok", "item": item}))["payload"]["item"])
+        elif item == "c":  # waits for an event that arrives after it
+            results.append(await later)
+
+    client.on("later", later.set_result)
+    await client.connect(node_url)
+    await client.emit("join", room)
+    await client.emit("emit-to-me", {"event": "news", "args": ["a"]}, reliable=False)
+    await until(lambda: client.offset is not None, "an event")
+    await drop(client, (room, "news", ["b"]), (room, "news", ["c"]), (room, "later", ["L"]))
+    await until(lambda: len(results) == 2, "both handlers")
+    assert sorted(results) == ["L", "b"]
+    assert client.recovered is True
+
+
+async def test_call_waits_for_the_ack_like_python_socketio(node_url: str, make_client: ClientFactory) -> None:
+    client = make_client()
+    await client.connect(node_url)
+    assert (await client.call("order", {"mode": "ok"}, timeout=10))["calls"] == 1
+    got: list[Any] = []
+    assert (await client.emit("order", {"mode": "ok"}, callback=lambda ack: got.append(ack)))["calls"] == 1
+    assert got[0]["calls"] == 1

@@ -39,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import uuid
@@ -146,6 +147,7 @@ class DeliveryClient(HookedAsyncClient):
         self.idempotency_key = idempotency_key
         self._namespaces: dict[str, _Namespace] = {}
         self._active = False
+        self._tasks: set[asyncio.Future[None]] = set()
 
     # ---- public state -----------------------------------------------------------------------
 
@@ -363,14 +365,17 @@ class DeliveryClient(HookedAsyncClient):
         if self.mode == "recovery" and not ns.recovered:
             ns.offset = None  # a new session: the old position means nothing to it
         # Like the JS client: the events the server sent before its CONNECT reply (the missed
-        # events of a recovery) run first, in order, then the connect handler.
+        # events of a recovery) are handled first, in order, then the connect handler runs.
+        # As python-socketio does for live events, each handler runs in its own task: they start
+        # in arrival order and a handler that awaits (an emit, another event) blocks nobody.
+        # Events arriving meanwhile join ``held`` and keep their place.
         ns.phase = "flushing"
         while ns.held:
             ack_id, packet_data = ns.held.popleft()
-            try:
-                await self._dispatch(namespace, ns, ack_id, packet_data)
-            except Exception:
-                logger.exception("handler of event %r on %s failed", packet_data[:1], namespace)
+            task = asyncio.ensure_future(self._dispatch_logged(namespace, ns, ack_id, packet_data))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            await asyncio.sleep(0)  # the task starts (its handler runs up to its first await) now
         ns.phase = "open"
         ns.outbox.up()
         await self._socketio_handle_connect(namespace, data)
@@ -402,6 +407,14 @@ class DeliveryClient(HookedAsyncClient):
         ns.phase = "down"
         ns.held.clear()
         ns.outbox.down()
+
+    async def _dispatch_logged(
+        self, namespace: str, ns: _Namespace, ack_id: int | None, data: list[Any]
+    ) -> None:
+        try:
+            await self._dispatch(namespace, ns, ack_id, data)
+        except Exception:
+            logger.exception("handler of event %r on %s failed", data[0] if data else None, namespace)
 
     async def _dispatch(self, namespace: str, ns: _Namespace, ack_id: int | None, data: list[Any]) -> None:
         if ack_id is None and len(data) >= 1:
