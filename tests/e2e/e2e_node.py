@@ -156,7 +156,7 @@ class NodeClient:
         self,
         predicate: Callable[[Message], bool],
         *,
-        cursor: str | None = "default",
+        cursor: str | None,
         timeout: float = WAIT,
     ) -> Message:
         """The first message after ``cursor`` that matches (the cursor moves past it).
@@ -190,20 +190,27 @@ class NodeClient:
                 f"no matching message from the JS client within {timeout}s; last:\n{tail}"
             ) from None
 
-    async def wait_connect(self, name: str = "main", *, cursor: str = "default") -> Message:
-        return await self.wait(lambda m: m["type"] == "connect" and m["name"] == name, cursor=cursor)
+    # each kind of message has its own cursor per socket, so waits for one never skip another
 
-    async def wait_disconnect(self, name: str = "main", *, cursor: str = "default") -> Message:
-        return await self.wait(lambda m: m["type"] == "disconnect" and m["name"] == name, cursor=cursor)
-
-    async def wait_event(self, event: str, name: str = "main", *, cursor: str = "default") -> Message:
+    async def wait_connect(self, name: str = "main") -> Message:
         return await self.wait(
-            lambda m: m["type"] == "event" and m["name"] == name and m["event"] == event, cursor=cursor
+            lambda m: m["type"] == "connect" and m["name"] == name, cursor=f"{name}:connect"
         )
 
-    def mark(self, cursor: str = "default") -> None:
-        """Move ``cursor`` to the end: later waits see only what arrives from now on."""
-        self.cursors[cursor] = len(self.messages)
+    async def wait_disconnect(self, name: str = "main") -> Message:
+        return await self.wait(
+            lambda m: m["type"] == "disconnect" and m["name"] == name, cursor=f"{name}:disconnect"
+        )
+
+    async def wait_event(self, event: str, name: str = "main") -> Message:
+        return await self.wait(
+            lambda m: m["type"] == "event" and m["name"] == name and m["event"] == event,
+            cursor=f"{name}:event:{event}",
+        )
+
+    def index(self, message: Message) -> int:
+        """Where ``message`` is in :attr:`messages` (arrival order)."""
+        return next(i for i, m in enumerate(self.messages) if m is message)
 
     def events(self, event: str | None = None, name: str = "main", since: int = 0) -> list[Message]:
         """Every event message received so far (optionally of one event name)."""

@@ -9,6 +9,9 @@ connected (until its ping timeout)::
         ...
         proxy.sever()              # client side reset; server side kept open, silent
         await proxy.wait_upstream_closed(1)   # the server gave up on one old connection
+
+``hold()`` makes it refuse new connections (accepted, then reset) until ``release()``: the
+client keeps retrying on its own, so a test can emit while it is away.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ class TcpProxy:
         self.port = 0
         self.pairs: list[_Pair] = []
         self.upstream_closed = 0
+        self.refused = 0
+        self.holding = False
         self._changed = asyncio.Condition()
         self._server: asyncio.Server | None = None
 
@@ -55,7 +60,18 @@ class TcpProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def hold(self) -> None:
+        """Refuse new connections (the client's reconnect attempts fail) until :meth:`release`."""
+        self.holding = True
+
+    def release(self) -> None:
+        self.holding = False
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.holding:
+            self.refused += 1
+            writer.transport.abort()
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
         except OSError:
@@ -97,6 +113,15 @@ class TcpProxy:
             pair.severed = True
             pair.client.transport.abort()
             count += 1
+        return count
+
+    def close_severed(self) -> int:
+        """Close the server side of the severed connections: the server sees them end, late."""
+        count = 0
+        for pair in self.pairs:
+            if pair.severed and not pair.upstream.is_closing():
+                pair.upstream.close()
+                count += 1
         return count
 
     async def wait_upstream_closed(self, count: int, timeout: float = 30.0) -> None:

@@ -36,7 +36,8 @@ The app, on the namespaces ``/`` and ``/other``:
   event): ``emit`` (``event``, ``args`` or ``batch`` of args lists, ``to``, ``room``,
   ``skip_sid``, ``namespace``), ``publish`` (``event``, ``data``, ... -> ``{"offset"}``),
   ``drop`` (``sid``), ``info`` (``sid`` -> connected, rooms, session, recovered,
-  recovery_failed), ``connects``, ``disconnects``, ``runs``, ``release`` (``gate``).
+  recovery_failed), ``connects``, ``disconnects``, ``runs``, ``release`` (``gate``),
+  ``wait_saved`` (``pid``: waits until the store holds that session, returns its record).
 
 Drop = the Engine.IO transport closes without any Engine.IO or Socket.IO goodbye: for a
 WebSocket the writer ends and the WebSocket is closed, for long-polling the socket is
@@ -136,6 +137,24 @@ class TestApp:
             "recovery_failed": self.recovery_failed(sid, namespace) if connected else None,
         }
 
+    async def wait_saved(self, pid: str, namespace: str, timeout: float = 10.0) -> Any:
+        """Wait until the store holds the session of ``pid`` (saved while connected); its record.
+
+        Reads it with ``claim_session`` and saves it back unchanged (the contract has no plain
+        read); uses :func:`socketio_delivery.recovery.session_key`, an internal of Delivery.
+        """
+        from socketio_delivery.recovery import session_key
+
+        store, key = self.delivery.store, session_key(namespace, pid)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            record = await store.claim_session(key)
+            if record is not None:
+                await store.save_session(key, record, self.delivery.recovery_window)
+                return record
+            await asyncio.sleep(0.02)
+        raise TimeoutError(f"no session saved for pid {pid!r} on {namespace}")
+
     # ---- control ops
 
     async def control(self, spec: dict[str, Any], caller: str | None = None) -> Any:
@@ -180,6 +199,8 @@ class TestApp:
             return self.disconnects
         if op == "runs":
             return self.runs
+        if op == "wait_saved":
+            return await self.wait_saved(spec["pid"], namespace)
         if op == "release":
             self.gate(spec["gate"]).set()
             return {"released": spec["gate"]}

@@ -1,0 +1,213 @@
+"""The official socket.io-client recovers against Delivery with zero client code.
+
+The client is a plain ``io(url)`` (tests/js/client_driver.js adds no recovery code: it only
+reports what the client sees). Its transport is dropped by the server without a goodbye; a
+proxy keeps its own reconnection attempts out while the server emits, then lets them in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from delivery_app import DeliveryAppProcess
+from e2e_node import NodeClient
+from e2e_steps import come_back, connect_js, emit_numbered, go_away, numbers, offsets, wait_numbered
+
+pytestmark = pytest.mark.node
+
+AppFactory = Callable[..., DeliveryAppProcess]
+
+
+@pytest.mark.parametrize("mode", ["asgi", "aiohttp"])
+async def test_js_client_recovers_sid_rooms_session_data_and_missed_events_in_order(
+    use_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any], mode: str, room: str
+) -> None:
+    app = use_app(mode=mode)
+    proxy = await proxy_factory(app.port)
+    first = await connect_js(node, proxy.url, rooms=[room], data={"user": "ann"})
+    assert first["recovered"] is False
+    assert isinstance(first["pid"], str)
+    assert len(first["pid"]) >= 16
+    assert await node.call("set_data", {"score": 5}) == {"user": "ann", "score": 5}
+    await emit_numbered(app, range(3), room=room)
+    await wait_numbered(node, 2)
+
+    assert (await go_away(node, proxy))["reason"] == "transport close"
+    await emit_numbered(app, range(3, 8), room=room)  # missed
+    again = await come_back(node, proxy)
+
+    assert again["id"] == first["id"]
+    assert again["recovered"] is True
+    assert again["pid"] == first["pid"]
+    missed = [m for m in node.events("tick") if m["args"][0]["n"] >= 3]
+    assert all(node.index(m) < node.index(again) for m in missed)  # replayed before the CONNECT reply
+    me = await node.call("whoami")
+    assert me["rooms"] == [room]
+    assert me["session"] == {"user": "ann", "score": 5}
+    assert me["recovered"] is True
+
+    await emit_numbered(app, [8], room=room)  # live, to the room it got back
+    await wait_numbered(node, 8)
+    ticks = node.events("tick")
+    assert numbers(ticks) == list(range(9))  # all of them, in order, once
+    offsets(ticks)
+    state = await node.state()
+    assert state["offset"] == ticks[-1]["args"][-1]  # the client tracked the offsets itself
+    connects = [c for c in await app.control("connects") if c["sid"] == first["id"]]
+    assert [c["recovered"] for c in connects] == [False, True]  # the connect handler ran again
+
+
+async def test_js_client_recovers_when_it_had_received_no_event(
+    use_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any], room: str
+) -> None:
+    app = use_app()
+    proxy = await proxy_factory(app.port)
+    first = await connect_js(node, proxy.url, rooms=[room])
+    assert (await node.state())["offset"] is None  # it will reconnect with its pid only
+
+    await go_away(node, proxy)
+    await emit_numbered(app, range(3), room=room)
+    again = await come_back(node, proxy)
+
+    assert (again["id"], again["recovered"]) == (first["id"], True)
+    await wait_numbered(node, 2)
+    assert numbers(node.events("tick")) == [0, 1, 2]
+    assert (await node.call("whoami"))["rooms"] == [room]
+
+
+async def test_js_client_recovers_again_and_again(
+    use_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any], room: str
+) -> None:
+    app = use_app()
+    proxy = await proxy_factory(app.port)
+    first = await connect_js(node, proxy.url, rooms=[room], data={"user": "bob"})
+    await emit_numbered(app, [0], room=room)
+    await wait_numbered(node, 0)
+
+    for round_ in range(3):
+        await go_away(node, proxy)
+        await emit_numbered(app, range(1 + 3 * round_, 4 + 3 * round_), room=room)
+        again = await come_back(node, proxy)
+        assert (again["id"], again["recovered"]) == (first["id"], True), f"drop {round_ + 1}"
+        await wait_numbered(node, 3 + 3 * round_)
+
+    ticks = node.events("tick")
+    assert numbers(ticks) == list(range(10))
+    offsets(ticks)
+    me = await node.call("whoami")
+    assert (me["rooms"], me["session"]) == ([room], {"user": "bob"})
+
+
+async def test_js_client_recovers_when_the_client_drops_its_own_transport(
+    use_app: AppFactory, node: NodeClient, room: str
+) -> None:
+    app = use_app()
+    first = await connect_js(node, app.url, rooms=[room])
+    await emit_numbered(app, range(2), room=room)
+    await wait_numbered(node, 1)
+
+    await node.command("close_engine")  # the JS client closes its WebSocket: no Socket.IO goodbye
+    await node.wait_disconnect()
+    again = await node.wait_connect()
+
+    assert (again["id"], again["recovered"]) == (first["id"], True)
+    await emit_numbered(app, [2], room=room)
+    await wait_numbered(node, 2)
+    assert numbers(node.events("tick")) == [0, 1, 2]
+
+
+async def test_js_client_does_not_recover_after_an_explicit_disconnect(
+    use_app: AppFactory, node: NodeClient, room: str
+) -> None:
+    app = use_app()
+    first = await connect_js(node, app.url)
+    await node.call("join", room)
+    await node.call("set_data", {"user": "eve"})
+    await node.command("disconnect")  # socket.disconnect(): the session is deleted, as in Node
+    await node.wait_disconnect()
+    await emit_numbered(app, [0], room=room)
+    await node.command("open")  # the client still sends its old pid: it cannot be used any more
+    again = await node.wait_connect()
+
+    assert again["id"] != first["id"]
+    assert (again["recovered"], again["pid"] != first["pid"]) == (False, True)
+    me = await node.call("whoami")
+    assert (me["rooms"], me["session"]) == ([], {})
+    resync = await node.wait_event("delivery:resync")
+    assert isinstance(resync["args"][0]["reason"], str)
+    assert node.events("tick") == []
+
+
+async def test_js_client_recovers_after_server_restarts_on_a_durable_store(
+    make_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any], sqlite_url: str, room: str
+) -> None:
+    app = make_app(store=sqlite_url)
+    proxy = await proxy_factory(app.port)
+    first = await connect_js(node, proxy.url, rooms=[room], data={"user": "cat"})
+    await emit_numbered(app, range(3), room=room)
+    await wait_numbered(node, 2)
+    n = 3
+
+    for kill in (True, False):  # kill -9 (nothing saved at exit), then SIGTERM (a redeploy)
+        # the session is saved while connected: wait until the store has it
+        await app.control("wait_saved", pid=first["pid"])
+        proxy.hold()
+        app.stop(kill=kill)
+        await node.wait_disconnect()
+        app.start()  # same port, same SQLite file
+        await emit_numbered(app, range(n, n + 3), room=room)  # missed while the server was away
+        again = await come_back(node, proxy)
+
+        how = "kill -9" if kill else "SIGTERM"
+        assert (again["id"], again["recovered"], again["pid"]) == (first["id"], True, first["pid"]), how
+        await wait_numbered(node, n + 2)
+        me = await node.call("whoami")
+        assert (me["rooms"], me["session"]) == ([room], {"user": "cat"}), how
+        await emit_numbered(app, [n + 3], room=room)
+        await wait_numbered(node, n + 3)
+        n += 4
+
+    ticks = node.events("tick")
+    assert numbers(ticks) == list(range(n))
+    offsets(ticks)
+
+
+async def test_js_client_recovers_while_the_server_still_thinks_it_is_connected(
+    use_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any], room: str
+) -> None:
+    app = use_app()  # default pings: the server notices a dead peer after 45 s
+    proxy = await proxy_factory(app.port)
+    first = await connect_js(node, proxy.url, rooms=[room], data={"user": "dan"})
+    await emit_numbered(app, range(2), room=room)
+    await wait_numbered(node, 1)
+    await app.control("wait_saved", pid=first["pid"])
+
+    proxy.hold()
+    proxy.sever()  # the client's side is reset; the server's side stays open and silent
+    await node.wait_disconnect()
+    assert (await app.control("info", sid=first["id"]))["connected"] is True  # half-open
+    await emit_numbered(app, range(2, 5), room=room)  # sent into the dead connection
+    again = await come_back(node, proxy)
+    assert (again["id"], again["recovered"]) == (first["id"], True)
+    await wait_numbered(node, 4)
+
+    # the old connection ends late (as when its ping timeout fires): the recovered session stays
+    assert proxy.close_severed() == 1
+    await proxy.wait_upstream_closed(1)
+    await emit_numbered(app, [5], room=room)
+    await wait_numbered(node, 5)
+    me = await node.call("whoami")
+    assert (me["connected"], me["rooms"], me["session"]) == (True, [room], {"user": "dan"})
+
+    # and the session recovers again after that (Node recovers only once here)
+    await node.emit("drop")
+    await node.wait_disconnect()
+    third = await node.wait_connect()
+    assert (third["id"], third["recovered"]) == (first["id"], True)
+    await emit_numbered(app, [6], room=room)
+    await wait_numbered(node, 6)
+    ticks = node.events("tick")
+    assert numbers(ticks) == list(range(7))
+    offsets(ticks)
