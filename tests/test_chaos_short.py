@@ -1,0 +1,65 @@
+"""The short chaos run: nothing lost, duplicated or reordered under drops and a kill -9.
+
+30 clients (Python ``DeliveryClient`` and the official ``socket.io-client`` in Node),
+each in 3 of 10 rooms, for 20 s of emits to rooms, single sids and everyone; every
+client's transport is aborted at random (TCP abort, no goodbye) and the server process
+is killed with ``kill -9`` and restarted once. Every client's receptions are checked
+against the SQLite store's log (see ``contrib/examples/delivery_chaos/oracle.py``).
+The full-size run is ``make chaos`` (``bench/chaos.py``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contrib" / "examples"))
+
+from delivery_chaos import Scenario, render, run_scenario
+from delivery_chaos.run import js_available
+
+pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def describe_failures(report: object) -> str:
+    lines = []
+    for check in report.checks:  # type: ignore[attr-defined]
+        bad = check.lost or check.duplicated or check.reordered or check.phantom or check.bad_offset
+        if bad or check.problems or check.resyncs:
+            lines.append(
+                f"{check.id}: lost {check.lost} {check.lost_sample}, duplicated {check.duplicated}, "
+                f"reordered {check.reordered}, phantom {check.phantom}, wrong offset {check.bad_offset}, "
+                f"resyncs {check.resync_reasons}, problems {check.problems}"
+            )
+    return "\n".join(lines)
+
+
+async def test_no_event_lost_duplicated_or_reordered_under_drops_and_a_server_kill(tmp_path: Path) -> None:
+    if not js_available():
+        pytest.skip("Node or tests/js/node_modules missing (make js)")
+    scenario = Scenario(
+        name="short",
+        mode="delivery",
+        store="sqlite",
+        py_clients=15,
+        js_clients=15,
+        duration=20.0,
+        rooms=10,
+        rooms_per_client=3,
+        room_rate=15.0,
+        sid_rate=10.0,
+        all_rate=3.0,
+        drop_every=5.0,
+        server_restarts=1,
+        seed=3,
+    )
+    report = await run_scenario(scenario, folder=tmp_path / "run")
+    table = render([report])
+    summary = f"\n{table}\n{describe_failures(report)}\nrun folder: {report.folder}"
+    assert all(check.expected > 0 for check in report.checks), summary
+    assert sum(check.drops for check in report.checks) > 0, summary
+    assert report.server_restarts == 1, summary
+    assert report.errors == 0, summary
+    assert all(check.got_end for check in report.checks), summary
