@@ -37,7 +37,8 @@ The app, on the namespaces ``/`` and ``/other``:
   ``skip_sid``, ``namespace``), ``publish`` (``event``, ``data``, ... -> ``{"offset"}``),
   ``drop`` (``sid``), ``info`` (``sid`` -> connected, rooms, session, recovered,
   recovery_failed), ``connects``, ``disconnects``, ``runs``, ``release`` (``gate``),
-  ``wait_saved`` (``pid``: waits until the store holds that session, returns its record).
+  ``wait_saved`` (``pid``: waits until the store holds that session, returns its record),
+  ``trim`` (runs the store's retention now).
 
 Drop = the Engine.IO transport closes without any Engine.IO or Socket.IO goodbye: for a
 WebSocket the writer ends and the WebSocket is closed, for long-polling the socket is
@@ -199,6 +200,8 @@ class TestApp:
             return self.disconnects
         if op == "runs":
             return self.runs
+        if op == "trim":
+            return {"trimmed": await self.delivery.store.trim()}
         if op == "wait_saved":
             return await self.wait_saved(spec["pid"], namespace)
         if op == "release":
