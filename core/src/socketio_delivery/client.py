@@ -393,7 +393,7 @@ class DeliveryClient(HookedAsyncClient):
         if ns is None:
             return
         self._mark_down(ns)
-        if reason == _CLIENT_DISCONNECT and self.mode == "recovery":
+        if reason == getattr(self.reason, "CLIENT_DISCONNECT", _CLIENT_DISCONNECT) and self.mode == "recovery":
             ns.pid = None  # an explicit disconnect ends the session (the server drops it too)
             ns.offset = None
             ns.recovered = False
