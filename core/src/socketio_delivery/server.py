@@ -514,16 +514,17 @@ class Delivery:
         if state is None or state.superseded:
             return
         explicit = reason in _EXPLICIT_DISCONNECTS and not self._closing
-        if not explicit:
-            state.data = await self._session_data(sid, namespace)
         try:
+            if not explicit:
+                # Overwrite, never delete-then-write: the record must stay claimable for a
+                # reconnect that races this disconnect (clients come back within milliseconds).
+                await self._save(state)
+                return
             current = await self.store.claim_session(state.key)
             if current is not None and current.get("token") != state.token:
                 await self.store.save_session(state.key, current, self.recovery_window)  # a newer owner's
-            elif current is not None and not explicit:
-                await self.store.save_session(state.key, state.record(), self.recovery_window)
         except DeliveryError as exc:
-            log.error("could not save the session of %s for recovery: %s", sid, exc)
+            log.error("could not update the session of %s: %s", sid, exc)
 
     # -- session records --------------------------------------------------------------------
     async def _session_data(self, sid: str, namespace: str) -> Any:
