@@ -37,9 +37,16 @@ class Scenario:
     all_rate: float = 4.0
     #: mean seconds between two forced transport drops of one client (exponential); 0: none
     drop_every: float = 10.0
-    #: ``kill -9`` of the server process, restarted after ``restart_downtime`` seconds
+    #: server nodes sharing the store (clients reach them through a round-robin TCP proxy)
+    nodes: int = 1
+    #: ``kill -9`` of a server node (the last one first), restarted after ``restart_downtime`` s
     server_restarts: int = 0
     restart_downtime: float = 1.0
+    #: restarts of the store server (needs a ``store_service``), down for ``store_downtime`` s
+    store_restarts: int = 0
+    store_downtime: float = 2.0
+    #: python-socketio client manager URL (plain multi-node runs use the Redis store's URL)
+    manager: str | None = None
     #: processes hosting the Python clients
     py_workers: int = 1
     #: seconds a disconnected session can be recovered (Delivery's ``recovery_window``)

@@ -83,7 +83,10 @@ class ChaosServer:
         self.config = config
         self.mode: str = config["mode"]
         self.rooms: list[str] = config["rooms"]
-        self.sio = socketio.AsyncServer(async_mode="asgi", logger=False, engineio_logger=False)
+        manager = socketio.AsyncRedisManager(config["manager"]) if config.get("manager") else None
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi", client_manager=manager, logger=False, engineio_logger=False
+        )
         self.app = socketio.ASGIApp(self.sio)
         self.delivery: Any = None
         self.store: EventStore = open_store(config["store"])
