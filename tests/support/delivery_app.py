@@ -34,7 +34,8 @@ The app, on the namespaces ``/`` and ``/other``:
   transport before returning (``payload["drop_first"]``), so the ack is lost.
 * control ops (``POST /_control`` with a JSON object ``{"op": ..., ...}``, or the ``control``
   event): ``emit`` (``event``, ``args`` or ``batch`` of args lists, ``to``, ``room``,
-  ``skip_sid``, ``namespace``), ``publish`` (``event``, ``data``, ... -> ``{"offset"}``),
+  ``skip_sid``, ``namespace``), ``publish`` (``event``, ``data`` or ``batch`` of data, ...
+  -> ``{"offset", "offsets"}``),
   ``drop`` (``sid``), ``info`` (``sid`` -> connected, rooms, session, recovered,
   recovery_failed), ``connects``, ``disconnects``, ``runs``, ``release`` (``gate``),
   ``wait_saved`` (``pid``: waits until the store holds that session, returns its record),
@@ -181,15 +182,18 @@ class TestApp:
         if op == "publish":
             if self.delivery is None:
                 raise RuntimeError("publish needs Delivery (the app runs with --store none)")
-            offset = await self.delivery.publish(
-                spec["event"],
-                spec.get("data"),
-                to=spec.get("to"),
-                room=spec.get("room"),
-                skip_sid=spec.get("skip_sid"),
-                namespace=namespace,
-            )
-            return {"offset": offset}
+            offsets = [
+                await self.delivery.publish(
+                    spec["event"],
+                    data,
+                    to=spec.get("to"),
+                    room=spec.get("room"),
+                    skip_sid=spec.get("skip_sid"),
+                    namespace=namespace,
+                )
+                for data in (spec["batch"] if "batch" in spec else [spec.get("data")])
+            ]
+            return {"offset": offsets[-1], "offsets": offsets}
         if op == "drop":
             return {"dropped": await self.drop(spec["sid"], namespace)}
         if op == "info":
