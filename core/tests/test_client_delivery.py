@@ -1,0 +1,383 @@
+"""DeliveryClient against a python-socketio AsyncServer with ``Delivery(store="memory://")``.
+
+The server runs in the test's event loop under uvicorn on 127.0.0.1 (real HTTP/WebSocket). A
+"drop" closes the client's Engine.IO transport on the server side without any goodbye, as a
+network failure would: the server sees ``transport close`` and the client reconnects by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import socketio
+import uvicorn
+from socketio_delivery.client import RESYNC_EVENT, DeliveryClient, EmitTimeoutError
+
+delivery_module = pytest.importorskip("socketio_delivery.server")
+Delivery = delivery_module.Delivery
+
+ClientFactory = Callable[..., DeliveryClient]
+NAMESPACES = ("/", "/chat")
+
+
+@dataclass
+class App:
+    url: str
+    sio: socketio.AsyncServer
+    delivery: Any
+    runs: Counter[str] = field(default_factory=Counter)  # handler runs per idempotency key
+    connects: list[dict[str, Any]] = field(default_factory=list)
+
+    async def drop(self, sid: str, namespace: str = "/") -> None:
+        """Close ``sid``'s transport without an Engine.IO or Socket.IO goodbye."""
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, namespace)
+        eio_socket = self.sio.eio._get_socket(eio_sid)
+        if eio_socket.upgraded:
+            eio_socket.queue.put_nowait(None)  # the WebSocket writer ends and closes the socket
+        else:
+            await eio_socket.close(wait=False, abort=True, reason=self.sio.eio.reason.TRANSPORT_CLOSE)
+
+
+def build_app(sio: socketio.AsyncServer, delivery: Any, url: str) -> App:
+    app = App(url, sio, delivery)
+
+    for namespace in NAMESPACES:
+
+        async def connect(sid: str, environ: Any, auth: Any, namespace: str = namespace) -> None:
+            app.connects.append(
+                {
+                    "sid": sid,
+                    "namespace": namespace,
+                    "auth": auth,
+                    "recovered": delivery.recovered(sid, namespace),
+                    "recovery_failed": delivery.recovery_failed(sid, namespace),
+                }
+            )
+
+        async def join(sid: str, room: str, namespace: str = namespace) -> bool:
+            await sio.enter_room(sid, room, namespace=namespace)
+            return True
+
+        async def set_data(sid: str, data: dict[str, Any], namespace: str = namespace) -> bool:
+            await sio.save_session(sid, {"name": data["name"]}, namespace=namespace)
+            return True
+
+        async def whoami(sid: str, namespace: str = namespace) -> dict[str, Any]:
+            return {
+                "sid": sid,
+                "rooms": sorted(r for r in sio.rooms(sid, namespace) if r != sid),
+                "session": await sio.get_session(sid, namespace=namespace),
+                "recovered": delivery.recovered(sid, namespace),
+            }
+
+        async def emit_to_me(sid: str, spec: dict[str, Any], namespace: str = namespace) -> bool:
+            await sio.emit(spec["event"], tuple(spec.get("args", [])), to=sid, namespace=namespace)
+            return True
+
+        async def ask_me(sid: str, text: str, namespace: str = namespace) -> Any:
+            return await sio.call("question", text, to=sid, namespace=namespace, timeout=10)
+
+        async def drop(sid: str, spec: dict[str, Any], namespace: str = namespace) -> None:
+            await app.drop(sid, namespace)
+            for to, event, args in spec.get("then", []):
+                await sio.emit(event, tuple(args), room=to, namespace=namespace)
+
+        async def publish(sid: str, spec: dict[str, Any], namespace: str = namespace) -> str:
+            offset: str = await delivery.publish(spec["event"], spec["data"], namespace=namespace)
+            return offset
+
+        async def order(sid: str, payload: dict[str, Any], namespace: str = namespace) -> dict[str, Any]:
+            key = payload["idempotencyKey"]
+            app.runs[key] += 1
+            run = app.runs[key]
+            if run == 1 and payload.get("mode") == "drop-first":
+                await app.drop(sid, namespace)  # the ack of this run is lost
+            if run == 1 and payload.get("mode") == "slow-first":
+                await asyncio.sleep(payload["sleep"])  # longer than the client's ack_timeout
+            return {"key": key, "run": run, "item": payload.get("item")}
+
+        seqs: dict[str, list[int]] = {}
+        dropped: set[str] = set()
+
+        async def seq(
+            sid: str,
+            payload: dict[str, Any],
+            namespace: str = namespace,
+            seqs: dict[str, list[int]] = seqs,
+            dropped: set[str] = dropped,
+        ) -> int:
+            n, tag = payload["n"], payload["tag"]
+            seqs.setdefault(tag, []).append(n)
+            if n == payload["dropAt"] and f"{tag}:{n}" not in dropped:
+                dropped.add(f"{tag}:{n}")
+                await app.drop(sid, namespace)
+            return int(n)
+
+        async def log(sid: str, tag: str, seqs: dict[str, list[int]] = seqs) -> list[int]:
+            return seqs.get(tag, [])
+
+        for name, handler in {
+            "connect": connect,
+            "join": join,
+            "set-data": set_data,
+            "whoami": whoami,
+            "emit-to-me": emit_to_me,
+            "ask-me": ask_me,
+            "drop": drop,
+            "publish": publish,
+            "order": order,
+            "seq": seq,
+            "log": log,
+        }.items():
+            sio.on(name, handler, namespace=namespace)
+    return app
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[App]:
+    sio = socketio.AsyncServer(async_mode="asgi")
+    delivery = Delivery(sio, store="memory://")
+    await delivery.open()
+    server = uvicorn.Server(
+        uvicorn.Config(socketio.ASGIApp(sio), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    )
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            serving.result()
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield build_app(sio, delivery, f"http://127.0.0.1:{port}")
+    server.should_exit = True
+    await serving
+    await delivery.close()
+
+
+@pytest.fixture
+async def make_client() -> AsyncIterator[ClientFactory]:
+    clients: list[DeliveryClient] = []
+
+    def make(**options: Any) -> DeliveryClient:
+        options.setdefault("reconnection_delay", 0.05)
+        options.setdefault("randomization_factor", 0)
+        options.setdefault("handle_sigint", False)
+        client = DeliveryClient(**options)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        with contextlib.suppress(Exception):
+            await client.shutdown()
+
+
+async def until(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Wait until ``predicate()`` holds (a hang guard, not a timing assertion)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+def tag() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+async def drop(
+    client: DeliveryClient, *then: tuple[str | None, str, list[Any]], namespace: str = "/"
+) -> None:
+    await client.emit("drop", {"then": list(then)}, namespace=namespace, reliable=False)
+
+
+async def test_recovers_sid_rooms_session_and_missed_events_after_forced_close(
+    app: App, make_client: ClientFactory
+) -> None:
+    room = tag()
+    client = make_client()
+    seen: list[str] = []
+
+    @client.on("news")
+    def news(item: str) -> None:  # one parameter: the offset never reaches it
+        seen.append(item)
+
+    @client.event
+    def connect() -> None:
+        seen.append(f"connect recovered={client.recovered}")
+
+    await client.connect(app.url, auth={"token": "t"})
+    assert await client.emit("join", room) is True
+    assert await client.emit("set-data", {"name": "ann"}) is True
+    await client.emit("emit-to-me", {"event": "news", "args": ["a"]})
+    await until(lambda: "a" in seen, "the first event")
+    sid = client.get_sid()
+    offset = client.offset
+
+    await drop(client, (room, "news", ["b"]), (room, "news", ["c"]), (tag(), "news", ["other room"]))
+    await until(lambda: client.recovered, "the recovery")
+    await until(lambda: "c" in seen, "the missed events")
+
+    assert seen == ["connect recovered=False", "a", "b", "c", "connect recovered=True"]
+    assert client.get_sid() == sid
+    me = await client.emit("whoami")
+    assert me == {"sid": sid, "rooms": [room], "session": {"name": "ann"}, "recovered": True}
+    assert app.connects[-1]["recovered"] is True
+    assert app.connects[-1]["auth"] == {"token": "t"}  # the app's auth; Delivery took pid and offset
+    assert offset is not None
+    assert client.resync_reason() is None
+
+
+async def test_reconnect_before_any_event_still_recovers(app: App, make_client: ClientFactory) -> None:
+    room = tag()
+    client = make_client()
+    seen: list[str] = []
+    client.on("news", seen.append)
+    await client.connect(app.url)
+    await client.emit("join", room)
+    sid = client.get_sid()
+    assert client.offset is None
+
+    await drop(client, (room, "news", ["missed"]))
+    await until(lambda: client.recovered, "the recovery")
+    await until(lambda: bool(seen), "the missed event")
+    assert seen == ["missed"]
+    assert client.get_sid() == sid
+
+
+async def test_strips_offsets_but_not_from_events_the_server_wants_acked(
+    app: App, make_client: ClientFactory
+) -> None:
+    client = make_client()
+    got: list[Any] = []
+    client.on("two", lambda a, b: got.append(("two", a, b)))
+    client.on("zero", lambda: got.append(("zero",)))
+    client.on("question", lambda text: text.upper())
+
+    await client.connect(app.url)
+    await client.emit("emit-to-me", {"event": "two", "args": ["x", "y"]})
+    await client.emit("emit-to-me", {"event": "zero", "args": []})
+    await until(lambda: len(got) == 2, "both events")
+    assert got == [("two", "x", "y"), ("zero",)]
+    assert isinstance(client.offset, str)
+    assert await client.emit("ask-me", "hello") == "HELLO"
+
+
+async def test_failed_recovery_gives_a_new_session_and_a_resync_event(
+    app: App, make_client: ClientFactory
+) -> None:
+    client = make_client()
+    resyncs: list[dict[str, Any]] = []
+    client.on(RESYNC_EVENT, resyncs.append)
+    await client.connect(app.url)
+    sid = client.get_sid()
+    client._namespaces["/"].pid = "forged-" + tag()  # a pid the server never issued
+
+    await drop(client)
+    await until(lambda: bool(resyncs), "the resync event")
+
+    assert client.recovered is False
+    assert client.recovery_failed() is True
+    assert client.get_sid() != sid
+    assert isinstance(resyncs[0]["reason"], str)
+    assert client.resync_reason() == resyncs[0]["reason"]
+    assert app.connects[-1]["recovery_failed"] == resyncs[0]["reason"]
+    # the new session recovers on the next drop
+    await drop(client)
+    await until(lambda: client.recovered, "the recovery of the new session")
+    assert client.resync_reason() is None
+
+
+async def test_each_namespace_recovers_its_own_session(app: App, make_client: ClientFactory) -> None:
+    room = tag()
+    client = make_client()
+    seen: list[tuple[str, str]] = []
+    client.on("news", lambda item: seen.append(("/", item)))
+    client.on("news", lambda item: seen.append(("/chat", item)), namespace="/chat")
+    await client.connect(app.url, namespaces=["/", "/chat"])
+    await client.emit("join", room, namespace="/chat")
+    await client.emit("emit-to-me", {"event": "news", "args": ["a"]})
+    await client.emit("emit-to-me", {"event": "news", "args": ["b"]}, namespace="/chat")
+    await until(lambda: len(seen) == 2, "an event on each namespace")
+
+    await drop(client, (room, "news", ["missed"]), namespace="/chat")
+    await until(lambda: client.is_recovered("/") and client.is_recovered("/chat"), "both recoveries")
+    await until(lambda: ("/chat", "missed") in seen, "the missed event")
+    assert seen.count(("/chat", "missed")) == 1
+    assert ("/", "missed") not in seen
+
+
+async def test_retry_after_a_dropped_ack_runs_the_handler_once(app: App, make_client: ClientFactory) -> None:
+    client = make_client(ack_timeout=30.0)  # only the drop ends the first attempt
+    await client.connect(app.url)
+
+    ack = await client.emit("order", {"mode": "drop-first", "item": 7})
+
+    assert ack == {"key": ack["key"], "run": 1, "item": 7}  # the recorded ack of the only run
+    assert app.runs[ack["key"]] == 1
+    assert client.recovered is True
+
+
+async def test_retry_while_the_first_run_is_still_going_gets_its_ack(
+    app: App, make_client: ClientFactory
+) -> None:
+    client = make_client(ack_timeout=0.2, retries=20)
+    await client.connect(app.url)
+    ack = await client.emit("order", {"mode": "slow-first", "sleep": 1.0, "item": 8})
+    assert ack["run"] == 1
+    assert app.runs[ack["key"]] == 1
+
+
+async def test_emit_raises_once_the_retries_are_exhausted(app: App, make_client: ClientFactory) -> None:
+    client = make_client()
+    await client.connect(app.url)
+    with pytest.raises(EmitTimeoutError) as info:
+        await client.emit("order", {"mode": "slow-first", "sleep": 5.0}, ack_timeout=0.1, retries=1)
+    assert info.value.attempts == 2
+
+
+async def test_queue_keeps_order_with_one_event_in_flight_across_a_disconnect(
+    app: App, make_client: ClientFactory
+) -> None:
+    log = tag()
+    client = make_client(ack_timeout=30.0)
+    await client.connect(app.url)
+
+    acks = await asyncio.gather(*(client.emit("seq", {"n": n, "dropAt": 5, "tag": log}) for n in range(15)))
+
+    assert acks == list(range(15))
+    received = await client.emit("log", log)
+    # the event in flight at the drop was sent twice, but its payload carries an idempotency
+    # key: Delivery answered the retry with the recorded ack instead of running it again
+    assert received == list(range(15))
+    assert client.recovered is True
+
+
+async def test_recipe_mode_resumes_from_the_last_id(app: App, make_client: ClientFactory) -> None:
+    event = "recipe-" + tag()
+    publisher = make_client()
+    await publisher.connect(app.url)
+    client = make_client(mode="recipe")
+    got: list[dict[str, Any]] = []
+    client.on(event, got.append)
+    await client.connect(app.url)
+    first = await publisher.emit("publish", {"event": event, "data": 1})
+    await until(lambda: len(got) == 1, "the first event")
+    assert got == [{"id": first, "data": 1}]
+    assert client.offset == first
+
+    await client.disconnect()
+    await publisher.emit("publish", {"event": event, "data": 2})
+    third = await publisher.emit("publish", {"event": event, "data": 3})
+    await client.connect(app.url)
+    await until(lambda: len(got) == 3, "the replay")
+    assert [g["data"] for g in got] == [1, 2, 3]
+    assert client.offset == third
+    assert app.connects[-1]["auth"] == {"offset": first}
