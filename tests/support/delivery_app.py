@@ -28,7 +28,8 @@ The app, on the namespaces ``/`` and ``/other``:
   ``info`` of the caller), ``drop`` (force-closes the caller's transport, no ack), ``control``
   (acks the result of a control op; ``"@self"`` in ``to`` / ``skip_sid`` / ``sid`` is the caller),
   ``work`` (the processed-once handler, below).
-* ``work(payload)``: counts one run per ``payload["idempotencyKey"]`` and acks
+* ``work(payload)``: counts one run per ``payload["idempotencyKey"]`` (or ``payload["tag"]``
+  when it has no key) and acks
   ``{"key", "run", "value"}``; on its first run for a key it may wait for a gate
   (``payload["gate"]``, opened by the ``release`` control op) or drop the caller's
   transport before returning (``payload["drop_first"]``), so the ack is lost.
@@ -288,7 +289,7 @@ class TestApp:
         @on("work")
         async def work(sid: str, payload: Any = None, *_: Any) -> dict[str, Any]:
             payload = payload if isinstance(payload, dict) else {}
-            key = str(payload.get("idempotencyKey"))
+            key = str(payload.get("idempotencyKey") or payload.get("tag"))
             run = self.runs[key] = self.runs.get(key, 0) + 1
             if run == 1 and isinstance(payload.get("gate"), str):
                 await self.gate(payload["gate"]).wait()
@@ -332,6 +333,13 @@ def build(args: argparse.Namespace) -> tuple[Any, Any | None, TestApp]:
         options: dict[str, Any] = {"recovery_window": args.recovery_window}
         if args.idempotency_ttl is not None:
             options["idempotency_ttl"] = args.idempotency_ttl
+        if args.identity == "session-user":
+
+            async def identity(sid: str, namespace: str) -> str:
+                session = await sio.get_session(sid, namespace=namespace)
+                return str(session.get("user") or sid)
+
+            options["identity"] = identity
         delivery = Delivery(sio, store=args.store, **options)
     return sio, delivery, TestApp(sio, delivery)
 
@@ -427,6 +435,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-manager", default=None, help="AsyncRedisManager URL")
     parser.add_argument("--recovery-window", type=float, default=120.0)
     parser.add_argument("--idempotency-ttl", type=float, default=None)
+    parser.add_argument(
+        "--identity",
+        choices=["session", "session-user"],
+        default="session",
+        help="processed-once scope: the recovery session (default) or the session data's 'user'",
+    )
     parser.add_argument("--ping-interval", type=float, default=25.0)
     parser.add_argument("--ping-timeout", type=float, default=20.0)
     parser.add_argument("--log-level", default="WARNING")
