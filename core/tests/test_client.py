@@ -27,19 +27,27 @@ SERVER_JS = ROOT / "tests" / "js" / "csr_server.js"
 ClientFactory = Callable[..., DeliveryClient]
 
 
-@pytest.fixture(scope="module")
-def node_url() -> Iterator[str]:
+def start_node() -> tuple[subprocess.Popen[str], str]:
+    """Start csr_server.js on a free port; return the process and its URL."""
     node = shutil.which("node")
     if node is None or not (ROOT / "tests" / "js" / "node_modules" / "socket.io").is_dir():
         pytest.skip("needs node and tests/js/node_modules (make js)")
     proc = subprocess.Popen(
         [node, str(SERVER_JS), "0"], cwd=SERVER_JS.parent, stdout=subprocess.PIPE, text=True
     )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line.startswith("READY "):
+        proc.kill()
+        raise AssertionError(f"csr_server.js did not start: {line!r}")
+    return proc, f"http://127.0.0.1:{int(line.split()[1])}"
+
+
+@pytest.fixture(scope="module")
+def node_url() -> Iterator[str]:
+    proc, url = start_node()
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        assert line.startswith("READY "), f"csr_server.js did not start: {line!r}"
-        yield f"http://127.0.0.1:{int(line.split()[1])}"
+        yield url
     finally:
         proc.terminate()
         proc.wait(10)
@@ -428,3 +436,21 @@ async def test_call_waits_for_the_ack_like_python_socketio(node_url: str, make_c
     got: list[Any] = []
     assert (await client.emit("order", {"mode": "ok"}, callback=lambda ack: got.append(ack)))["calls"] == 1
     assert got[0]["calls"] == 1
+
+
+async def test_pending_emits_fail_when_the_reconnection_gives_up(make_client: ClientFactory) -> None:
+    proc, url = start_node()
+    try:
+        client = make_client(reconnection_attempts=2)
+        await client.connect(url)
+        pending = asyncio.ensure_future(client.emit("order", {"mode": "never"}, ack_timeout=60.0))
+        await until(lambda: client.pending() == 1, "the emit in flight")
+        proc.kill()
+        with pytest.raises(ClientClosedError) as info:
+            await asyncio.wait_for(pending, 30)
+        assert info.value.event == "order"
+        with pytest.raises(socketio.exceptions.BadNamespaceError):
+            await client.emit("order", {"mode": "ok"})
+    finally:
+        proc.kill()
+        proc.wait(10)

@@ -44,7 +44,7 @@ import inspect
 import logging
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -92,6 +92,7 @@ class _Namespace:
     phase: Literal["down", "connecting", "flushing", "open"] = "down"
     held: deque[tuple[int | None, list[Any]]] = field(default_factory=deque)
     closed: bool = False
+    epoch: int = 0  # +1 on every CONNECT sent and every disconnect: work of an older one stops
 
 
 class DeliveryClient(HookedAsyncClient):
@@ -209,13 +210,28 @@ class DeliveryClient(HookedAsyncClient):
 
     # ---- connect / emit -----------------------------------------------------------------------
 
-    async def connect(self, url: Any, *args: Any, **kwargs: Any) -> None:
+    async def connect(
+        self,
+        url: str | Callable[[], Any],
+        headers: Mapping[str, str] | Callable[[], Any] | None = None,
+        auth: Mapping[str, Any] | Callable[[], Any] | None = None,
+        transports: str | list[str] | None = None,
+        namespaces: str | list[str] | None = None,
+        socketio_path: str = "socket.io",
+        wait: bool = True,
+        wait_timeout: float = 1,
+        retry: bool = False,
+    ) -> None:
         """Connect, as :meth:`socketio.AsyncClient.connect` (same parameters).
 
-        ``auth`` must be a dict, ``None`` or a callable returning one (evaluated on every
-        connect and reconnect): the client merges its recovery fields into it.
+        ``auth`` must be a dict, ``None`` or a function (sync or async) returning one; a
+        function is called on every connect and reconnect. The client adds its recovery fields
+        (``pid``, ``offset``) to it, per namespace.
+
+        Example::
+
+            await client.connect("http://localhost:8000", auth=lambda: {"token": fresh_token()})
         """
-        auth = kwargs.get("auth", args[1] if len(args) > 1 else None)
         if auth is not None and not callable(auth) and not isinstance(auth, Mapping):
             raise TypeError("auth must be a dict, None, or a callable returning one")
         first = not self._active  # a call while active comes from python-socketio's reconnect loop
@@ -224,7 +240,17 @@ class DeliveryClient(HookedAsyncClient):
             for ns in self._namespaces.values():
                 ns.closed = False
         try:
-            await super().connect(url, *args, **kwargs)
+            await super().connect(
+                url,
+                headers={} if headers is None else headers,
+                auth=auth,
+                transports=transports,
+                namespaces=namespaces,
+                socketio_path=socketio_path,
+                wait=wait,
+                wait_timeout=wait_timeout,
+                retry=retry,
+            )
         except BaseException:
             if first and not self.connected:
                 self._close_all("the connection could not be established")
@@ -266,6 +292,10 @@ class DeliveryClient(HookedAsyncClient):
             total = await client.emit("add", ({"a": 1}, 2), ack_timeout=2.0, retries=10)
         """
         ns_name = namespace or "/"
+        if ack_timeout is not None and ack_timeout <= 0:
+            raise ValueError("ack_timeout must be > 0")
+        if retries is not None and retries < 0:
+            raise ValueError("retries must be >= 0")
         if not reliable:
             await HookedAsyncClient.emit(self, event, data, namespace=ns_name, callback=callback)
             return None
@@ -330,6 +360,7 @@ class DeliveryClient(HookedAsyncClient):
         if ns.outbox.connected or ns.phase != "down":  # a reconnect we were not told about
             self._mark_down(ns)
         ns.phase = "connecting"
+        ns.epoch += 1
         ns.closed = False
         ns.held.clear()
         ns.sent_pid = None
@@ -370,16 +401,20 @@ class DeliveryClient(HookedAsyncClient):
         # in arrival order and a handler that awaits (an emit, another event) blocks nobody.
         # Events arriving meanwhile join ``held`` and keep their place.
         ns.phase = "flushing"
+        epoch = ns.epoch
         while ns.held:
             ack_id, packet_data = ns.held.popleft()
             task = asyncio.ensure_future(self._dispatch_logged(namespace, ns, ack_id, packet_data))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
             await asyncio.sleep(0)  # the task starts (its handler runs up to its first await) now
+            if ns.epoch != epoch:  # disconnected meanwhile
+                return
         ns.phase = "open"
         ns.outbox.up()
         await self._socketio_handle_connect(namespace, data)
-        ns.outbox.up()  # the namespace is registered by now: wake the queue again
+        if ns.epoch == epoch:
+            ns.outbox.up()  # the namespace is registered by now: wake the queue again
 
     async def _delivery_event(self, namespace: str, ack_id: int | None, data: list[Any]) -> None:
         ns = self._ns(namespace)
@@ -393,7 +428,10 @@ class DeliveryClient(HookedAsyncClient):
         if ns is None:
             return
         self._mark_down(ns)
-        if reason == getattr(self.reason, "CLIENT_DISCONNECT", _CLIENT_DISCONNECT) and self.mode == "recovery":
+        if (
+            reason == getattr(self.reason, "CLIENT_DISCONNECT", _CLIENT_DISCONNECT)
+            and self.mode == "recovery"
+        ):
             ns.pid = None  # an explicit disconnect ends the session (the server drops it too)
             ns.offset = None
             ns.recovered = False
@@ -404,6 +442,7 @@ class DeliveryClient(HookedAsyncClient):
                 self._active = False
 
     def _mark_down(self, ns: _Namespace) -> None:
+        ns.epoch += 1
         ns.phase = "down"
         ns.held.clear()
         ns.outbox.down()
