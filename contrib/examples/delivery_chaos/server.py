@@ -25,13 +25,15 @@ import random
 import secrets
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import socketio
 import uvicorn
-from socketio_delivery import EventStore, open_store
+from socketio_delivery import EventStore, StoreError, open_store
 
+T = TypeVar("T")
 NAMESPACE = "/"
 #: the stream the plain server logs its emits to (Delivery uses its own stream)
 PLAIN_STREAM = "chaos-events"
@@ -59,6 +61,18 @@ async def read_all(store: EventStore, stream: str) -> list[Any]:
             return out
         out.extend(page)
         offset = page[-1].offset
+
+
+async def retrying(call: Callable[[], Awaitable[T]], seconds: float = 20.0) -> T:
+    """``await call()``, retried on StoreError for up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return await call()
+        except StoreError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 def find_payload(data: Any) -> dict[str, Any] | None:
@@ -119,11 +133,10 @@ class ChaosServer:
         if not recovered:
             for room in rooms:
                 await self.sio.enter_room(sid, room)
-            boundary = await self.store.last_offset(self.stream)
-            await self.store.persist(
-                META_STREAM,
-                {"client": client, "sid": sid, "rooms": rooms, "boundary": boundary, "t": time.time()},
-            )
+            # the harness's own bookkeeping rides out a store restart (it is not what is tested)
+            boundary = await retrying(lambda: self.store.last_offset(self.stream))
+            record = {"client": client, "sid": sid, "rooms": rooms, "boundary": boundary, "t": time.time()}
+            await retrying(lambda: self.store.persist(META_STREAM, record))
         self.targets[client] = sid
 
     # -- emitting --------------------------------------------------------------
