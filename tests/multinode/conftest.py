@@ -1,0 +1,125 @@
+"""Fixtures for the multi-node tests: three Delivery nodes on one store, a balancer, clients.
+
+``cluster``      nodes A, B, C, parametrized over the stores:
+                 ``redis`` (``Delivery(store="redis://...")`` + python-socketio's
+                 ``AsyncRedisManager`` on the same Redis) and ``mongodb`` (SecantusDB, no
+                 ``AsyncRedisManager``: each node's log tailing is the only fan-out).
+                 Tests keep apart by using rooms of their own (``room``).
+``lb``           a :class:`mn_balancer.Balancer` in front of the cluster's nodes (random routing).
+``clients``      ``await clients(kind, name)``: a ``py`` client (the project's DeliveryClient) or a
+                 ``js`` one (the official socket.io-client in Node; skipped when Node is missing,
+                 outside CI), closed at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "e2e"))  # e2e_node: the JS client driver
+
+from e2e_node import NodeClient, node_available
+from mn_balancer import Balancer
+from mn_cluster import Cluster, JsClient, PyClient, AnyClient
+from redis_server import RedisServer
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+def print_logs_if_failed(request: pytest.FixtureRequest, cluster: Cluster) -> None:
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(cluster.logs())
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(redis_server: RedisServer) -> Iterator[Cluster]:
+    redis_server.start()
+    prefix = f"mn-{uuid.uuid4().hex[:10]}"
+    cluster = Cluster(store=f"{redis_server.url}?prefix={prefix}", redis_manager=redis_server.url)
+    cluster.start_now()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def mongo_cluster(mongo_server: Any) -> Iterator[Cluster]:
+    mongo_server.start()
+    cluster = Cluster(store=f"{mongo_server.url}/mn_{uuid.uuid4().hex[:10]}")
+    cluster.start_now()
+    yield cluster
+    cluster.close()
+
+
+STORES = [
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("mongodb", marks=pytest.mark.mongodb),
+]
+
+
+@pytest.fixture(params=STORES)
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    made: Cluster = request.getfixturevalue(f"{'mongo' if request.param == 'mongodb' else 'redis'}_cluster")
+    made.start_now()  # a node an earlier test killed
+    yield made
+    print_logs_if_failed(request, made)
+
+
+@pytest.fixture
+async def lb(cluster: Cluster) -> AsyncIterator[Balancer]:
+    async with Balancer.start(cluster.ports, seed=int(uuid.uuid4().int % 10_000)) as balancer:
+        yield balancer
+
+
+@pytest.fixture
+def room() -> str:
+    return f"room-{uuid.uuid4().hex[:10]}"
+
+
+def skip_without_node() -> None:
+    missing = node_available()
+    if missing is not None:
+        if os.environ.get("CI"):
+            pytest.fail(missing, pytrace=False)
+        pytest.skip(missing)
+
+
+@pytest.fixture
+async def clients() -> AsyncIterator[Callable[[str, str], Awaitable[AnyClient]]]:
+    """``await clients(kind, name)``: a ``py`` or ``js`` client (one Node process for all js ones)."""
+    made: list[AnyClient] = []
+    nodes: list[Any] = []
+
+    async def factory(kind: str, name: str) -> AnyClient:
+        client: AnyClient
+        if kind == "js":
+            if not nodes:
+                skip_without_node()
+                context = NodeClient.start()
+                nodes.append((context, await context.__aenter__()))
+            client = JsClient(nodes[0][1], name)
+        else:
+            client = PyClient(name)
+        made.append(client)
+        return client
+
+    yield factory
+    for client in made:
+        with contextlib.suppress(Exception):
+            await client.close()
+    for context, _ in nodes:
+        await context.__aexit__(None, None, None)
