@@ -27,10 +27,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "e2e"))  # e2e_node: the JS client driver
 
-from e2e_node import NodeClient, node_available
-from mn_balancer import Balancer
-from mn_cluster import Cluster, JsClient, PyClient, AnyClient
-from redis_server import RedisServer
+from e2e_node import NodeClient, node_available  # noqa: E402
+from mn_balancer import Balancer  # noqa: E402
+from mn_cluster import AnyClient, Cluster, JsClient, PyClient  # noqa: E402
+from redis_server import RedisServer  # noqa: E402
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

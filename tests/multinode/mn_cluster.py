@@ -63,7 +63,8 @@ class NodeProcess(DeliveryAppProcess):
 
     def wait_ready(self) -> None:
         process = self.process
-        assert process is not None and process.stdout is not None
+        assert process is not None
+        assert process.stdout is not None
         ready = select.select([process.stdout], [], [], START_TIMEOUT)[0]
         line = process.stdout.readline() if ready else b""
         if not line.startswith(b"READY"):

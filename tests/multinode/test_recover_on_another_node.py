@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from mn_balancer import Balancer
-from mn_cluster import Cluster, JsClient, AnyClient, until
+from mn_cluster import AnyClient, Cluster, JsClient, until
 
 Clients = Callable[[str, str], Awaitable[AnyClient]]
 KINDS = ["py", pytest.param("js", marks=pytest.mark.node)]
