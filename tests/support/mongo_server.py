@@ -2,11 +2,13 @@
 
 No ``mongod`` can be installed on the CI machines, so the tests run against SecantusDB
 (PyPI ``secantusdb``, pinned in the dev dependencies), a MongoDB-wire-compatible server on
-WiredTiger. It is started lazily, the first time a test asks for it, as
-``secantusd-py --standalone`` (drivers see a STANDALONE server: no replica set, no change
-streams, no transactions) on a free loopback port, and stopped at the end of the session
-(finalizer + atexit; on Linux the server also gets SIGTERM if the test process dies). Its TTL
-monitor runs every second (mongod: 60 s) so TTL indexes can be observed in a test.
+WiredTiger. It is started lazily, the first time a test asks for it, in a process of its own
+(``secantus.SecantusDBServer``, as ``secantusd-py --standalone`` would run it: drivers see a
+STANDALONE server, no replica set, no change streams, no transactions) on a free loopback
+port, and stopped at the end of the session (finalizer + atexit; on Linux the server also gets
+SIGTERM if the test process dies). Its TTL monitor runs every second (mongod: every 60 s) so
+TTL indexes can be observed in a test; ``secantusd-py`` 0.7.0b3 ignores the
+``ttl_sweep_seconds`` config key, hence the small launcher instead of the command.
 
 Fixtures:
 
@@ -41,6 +43,26 @@ __all__ = ["MongoServer"]
 
 _START_TIMEOUT = 30.0
 _running: list[MongoServer] = []
+#: Runs the server in its own process: argv = host, port, storage path, TTL sweep seconds.
+_LAUNCHER = """
+import signal, sys
+from secantus.server import SecantusDBServer
+
+host, port, storage, ttl = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4])
+server = SecantusDBServer(
+    host=host, port=port, storage_path=storage, replica_set_name=None,
+    enable_test_commands=False, ttl_sweep_seconds=ttl,
+)
+
+def stop(signum, frame):
+    server.stop()
+    sys.exit(0)
+
+signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
+server.start()
+server.wait()
+"""
 
 
 def _free_port() -> int:
@@ -59,12 +81,6 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def _executable() -> str | None:
-    """``secantusd-py`` next to this interpreter (the venv), else on PATH."""
-    here = os.path.join(os.path.dirname(sys.executable), "secantusd-py")
-    return here if os.access(here, os.X_OK) else shutil.which("secantusd-py")
-
-
 class MongoServer:
     """One SecantusDB server process on 127.0.0.1, restartable on the same port (and data).
 
@@ -77,31 +93,24 @@ class MongoServer:
         server.start()     # same port; same data when persistent
     """
 
-    def __init__(self, *, persistent: bool = False, executable: str | None = None) -> None:
-        found = executable or _executable()
-        if found is None:
-            pytest.fail(
-                "secantusd-py is not installed: run `make setup` (secantusdb is a dev dependency)",
-                pytrace=False,
-            )
-        self.executable: str = found
+    def __init__(self, *, persistent: bool = False, ttl_sweep: float = 1.0) -> None:
+        try:
+            import secantus  # noqa: F401
+        except ImportError:
+            pytest.fail("secantusdb is not installed: run `make setup` (a dev dependency)", pytrace=False)
         self.persistent = persistent
+        self.ttl_sweep = ttl_sweep
         self.port = _free_port()
         self.dir = tempfile.mkdtemp(prefix="sd-mongo-")
         self.process: subprocess.Popen[bytes] | None = None
-        self._log: object | None = None
 
     @property
     def url(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        config = os.path.join(self.dir, "secantusd.toml")
-        with open(config, "w", encoding="utf-8") as f:
-            f.write("[storage]\nttl_sweep_seconds = 1.0\n")
         storage = os.path.join(self.dir, "data") if self.persistent else ":memory:"
-        args = [self.executable, "--config", config, "--host", "127.0.0.1", "--port", str(self.port)]
-        return [*args, "--storage-path", storage, "--standalone", "--log-level", "WARNING"]
+        return [sys.executable, "-c", _LAUNCHER, "127.0.0.1", str(self.port), storage, str(self.ttl_sweep)]
 
     def start(self) -> None:
         """Start the server (no-op when running) and wait until it answers ``ping``."""

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 from socketio_delivery.errors import ConfigurationError, InvalidArgumentError, StoreUnavailableError
 from socketio_delivery.store import DEFAULT_PAGE_SIZE, Capability, Event, KeyState, Reservation, new_id
 from socketio_delivery.validate import check_key, check_limit, check_rooms, check_stream, check_ttl
@@ -62,6 +62,8 @@ _SCALARS = (str, int, float, bool, type(None))
 #: How long past ``max_age`` (plus ``purge_delay``) the TTL index deletes an event that no
 #: retention run has trimmed (a backstop: every open store trims every ``retention_interval``).
 TTL_BACKSTOP = 3600.0
+#: Server error code of a hint naming no index (the collection was dropped with its indexes).
+_BAD_HINT = 2
 #: Default for ``serverSelectionTimeoutMS`` when the URL sets none (PyMongo's is 30 s).
 _SELECTION_TIMEOUT_MS = 10_000
 
@@ -114,7 +116,9 @@ class MongoEventStore:
     options: see :class:`MongoOptions`.
 
     :attr:`batches` counts the ``insert_many`` round trips of ``persist`` and
-    :attr:`writes` the events they held (``writes / batches``: the batching factor).
+    :attr:`writes` the events they held (``writes / batches``: the batching factor);
+    :attr:`conflicts` counts the inserts that lost a sequence number to another
+    writer (another store object or process) and were retried.
     """
 
     capabilities: frozenset[Capability] = frozenset({Capability.DURABLE, Capability.MULTI_PROCESS})
@@ -146,6 +150,7 @@ class MongoEventStore:
         self._database_name = database
         self.batches = 0
         self.writes = 0
+        self.conflicts = 0
         self._client: Any = None
         self._db: Any = None
         self._open = False
@@ -355,16 +360,38 @@ class MongoEventStore:
 
     async def _stream_doc(self, stream: str) -> dict[str, Any]:
         """The stream's document, created (with a new epoch) if missing."""
-        update = {"$setOnInsert": {"e": new_epoch(), "h": 0, "f": 0, "df": 0, "pf": 0, "pt": 0.0}}
-        for _ in range(3):
+        doc = await self._streams_upsert(stream, {})
+        return doc
+
+    async def _streams_upsert(
+        self, stream: str, update: dict[str, Any], projection: Mapping[str, int] | None = None
+    ) -> dict[str, Any]:
+        """Apply ``update`` to the stream's document, creating it (with a new epoch) if missing.
+
+        Creating it means the stream is new or the data was wiped (a dropped
+        database loses its indexes too): the indexes are made again.
+        """
+        token = new_id()
+        fresh = {"e": new_epoch(), "h": 0, "f": 0, "df": 0, "pf": 0, "pt": 0.0, "c": token}
+        taken = {key for op in update.values() for key in op}
+        update = {**update, "$setOnInsert": {k: v for k, v in fresh.items() if k not in taken}}
+        for attempt in range(3):
             try:
                 doc: dict[str, Any] = await self._collection("streams").find_one_and_update(
-                    {"_id": stream}, update, upsert=True, return_document=ReturnDocument.AFTER
+                    {"_id": stream},
+                    update,
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                    projection=projection,
                 )
-                return doc
-            except DuplicateKeyError:  # a concurrent upsert created it: read it
+            except DuplicateKeyError:  # a concurrent upsert created it: update that one
+                if attempt == 2:
+                    raise
                 continue
-        raise DuplicateKeyError(f"stream document {stream!r} could not be created")
+            if doc.get("c") == token:
+                await self._create_indexes(self._db)
+            return doc
+        raise AssertionError("unreachable")
 
     async def _insert(self, stream: str, state: _Next, ops: list[_Persist]) -> tuple[int, list[_Persist]]:
         """One ``insert_many`` at ``state.seq``; returns (how many went in, ops still to write)."""
@@ -394,6 +421,8 @@ class MongoEventStore:
             errors = exc.details.get("writeErrors") or [{}]
             if errors[0].get("code") != 11000:  # not a lost race: that event fails
                 failure = exc
+            else:
+                self.conflicts += 1
         self.batches += 1
         self.writes += written
         self._next.pop(stream, None)
@@ -412,16 +441,7 @@ class MongoEventStore:
         """Raise the stream's visible head over the inserted events, then answer their callers."""
         last = int(docs[-1]["q"])
         since = time.monotonic()
-        doc = await self._collection("streams").find_one_and_update(
-            {"_id": stream},
-            {
-                "$max": {"h": last},
-                "$setOnInsert": {"e": new_epoch(), "f": 0, "df": 0, "pf": 0, "pt": 0.0},
-            },
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-            projection={"e": 1, "f": 1, "h": 1},
-        )
+        doc = await self._streams_upsert(stream, {"$max": {"h": last}}, {"e": 1, "f": 1, "h": 1, "c": 1})
         epoch, floor = str(doc["e"]), int(doc["f"])
         first = int(docs[0]["q"])
         if floor >= first and since - state.since > self.options.purge_delay / 2:
@@ -458,7 +478,13 @@ class MongoEventStore:
         epoch, after = (None, 0) if offset is None else read_offset(offset)
         self._check_open()
         try:
-            return await self._fetch(stream, offset, epoch, after, wanted, limit)
+            try:
+                return await self._fetch(stream, offset, epoch, after, wanted, limit)
+            except OperationFailure as exc:
+                if exc.code != _BAD_HINT:
+                    raise
+                await self._create_indexes(self._db)  # the collection was dropped: make them again
+                return await self._fetch(stream, offset, epoch, after, wanted, limit)
         except DRIVER_ERRORS as exc:
             raise store_error(exc, "fetch_since") from exc
 
@@ -492,11 +518,11 @@ class MongoEventStore:
         base: dict[str, Any] = {"s": stream, "q": {"$gt": low, "$lte": head}}
         events = self._collection("events")
         if wanted is None:
-            docs = await self._page(events, base, limit)
-        else:
-            queries = [self._page(events, {**base, "r": None}, limit)]
+            docs = await self._page(events, base, limit, "by_seq")
+        else:  # events for everyone, and for any wanted room: each a range of by_room
+            queries = [self._page(events, {**base, "r": None}, limit, "by_room")]
             if wanted:
-                queries.append(self._page(events, {**base, "r": {"$in": wanted}}, limit))
+                queries.append(self._page(events, {**base, "r": {"$in": wanted}}, limit, "by_room"))
             pages = await asyncio.gather(*queries)
             merged = {int(d["q"]): d for page in pages for d in page}
             docs = [merged[q] for q in sorted(merged)[:limit]]
@@ -510,8 +536,9 @@ class MongoEventStore:
         return [to_event(str(doc["e"]), d) for d in docs]
 
     @staticmethod
-    async def _page(events: Any, query: dict[str, Any], limit: int) -> list[dict[str, Any]]:
-        cursor = events.find(query, EVENT_FIELDS).sort("q", ASCENDING).limit(limit)
+    async def _page(events: Any, query: dict[str, Any], limit: int, index: str) -> list[dict[str, Any]]:
+        """One page, oldest first, read along ``index`` (hinted: the plan never depends on statistics)."""
+        cursor = events.find(query, EVENT_FIELDS).sort("q", ASCENDING).limit(limit).hint(index)
         return [d async for d in cursor]
 
     async def last_offset(self, stream: str) -> str:
@@ -552,7 +579,7 @@ class MongoEventStore:
             doc = await streams.find_one({"_id": stream})
             if doc is None:
                 return total
-            await self._purge(stream, doc)
+            doc = await self._purge(stream, doc)
             head, floor = int(doc["h"]), int(doc["f"])
             chunk_end = min(head, floor + self.options.trim_chunk)
             upto = floor
@@ -576,11 +603,16 @@ class MongoEventStore:
             if moved.modified_count:
                 total += gone
                 self._next.pop(stream, None)
+                await self._purge(stream, {**doc, "f": upto})  # schedules the purge of these
             if upto >= head or upto < chunk_end:
                 return total
 
-    async def _purge(self, stream: str, doc: Mapping[str, Any]) -> None:
-        """Delete events trimmed at least ``purge_delay`` ago; schedule the next purge."""
+    async def _purge(self, stream: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """Delete events trimmed at least ``purge_delay`` ago; schedule the next purge.
+
+        Returns ``doc`` as it now is (when another process changed it meanwhile,
+        as it was: that process does the work).
+        """
         floor, deleted, pending, since = int(doc["f"]), int(doc["df"]), int(doc["pf"]), float(doc["pt"])
         now = time.time()
         update: dict[str, Any] = {}
@@ -591,10 +623,12 @@ class MongoEventStore:
             update["df"] = deleted = pending
         if floor > pending and pending <= deleted:
             update["pf"], update["pt"] = floor, now
-        if update:
-            await self._collection("streams").update_one(
-                {"_id": stream, "df": doc["df"], "pf": doc["pf"]}, {"$set": update}
-            )
+        if not update:
+            return dict(doc)
+        done = await self._collection("streams").update_one(
+            {"_id": stream, "df": doc["df"], "pf": doc["pf"]}, {"$set": update}
+        )
+        return {**doc, **update} if done.modified_count else dict(doc)
 
     async def _maintain(self) -> None:
         interval = self.options.retention_interval
