@@ -12,7 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from delivery_app import DeliveryAppProcess
+from e2e_node import NodeClient
 from e2e_pyclient import PyClient
 
 AppFactory = Callable[..., DeliveryAppProcess]
@@ -56,6 +58,8 @@ async def test_stock_python_client_gets_the_published_events_it_missed_from_its_
         info = await app.control("info", sid=client.sid)
         assert info["recovered"] is False  # the recipe is not a recovery: a new sid, new session
         assert info["recovery_failed"] is None
+        connect = next(c for c in await app.control("connects") if c["sid"] == client.sid)
+        assert "offset" in connect["auth_keys"]  # the connect handler sees auth["offset"]
 
 
 async def test_explicit_recipe_replays_a_client_far_behind_in_pages(use_app: AppFactory, room: str) -> None:
@@ -91,3 +95,27 @@ async def test_explicit_recipe_replays_events_to_everyone_and_its_rooms_not_to_o
         await client.wait(lambda e: e["event"] == "chat" and e["args"][0]["data"]["i"] == 4)
         # everyone's and its room's, not another sid's
         assert [e["args"][0]["data"]["i"] for e in client.named("chat")] == [1, 2, 4]
+
+
+@pytest.mark.node
+async def test_js_client_after_a_page_reload_gets_the_published_events_it_missed(
+    use_app: AppFactory, node: NodeClient, room: str
+) -> None:
+    """A new JS socket (a page reload: no pid) that kept the last id, e.g. in localStorage."""
+    app = use_app()
+    await node.connect(app.url, name="before", auth={"rooms": [room]})
+    await node.wait_connect("before")
+    sent = await app.control("publish", event="chat", room=room, data={"i": 0})
+    live = await node.wait_event("chat", "before")
+    last_id = live["args"][0]["id"]
+    assert last_id == sent["offset"]
+    await node.command("disconnect", "before")  # the page goes away
+
+    missed = await app.control("publish", event="chat", room=room, batch=[{"i": 1}, {"i": 2}])
+    await node.connect(app.url, name="after", auth={"offset": last_id, "rooms": [room]})
+    got = [await node.wait_event("chat", "after") for _ in range(2)]
+    assert [m["args"][0] for m in got] == [
+        {"id": offset, "data": {"i": i}} for i, offset in zip((1, 2), missed["offsets"], strict=True)
+    ]
+    connect = await node.wait_connect("after")
+    assert connect["recovered"] is False

@@ -20,13 +20,22 @@ pytestmark = pytest.mark.node
 AppFactory = Callable[..., DeliveryAppProcess]
 
 
-@pytest.mark.parametrize("mode", ["asgi", "aiohttp"])
+@pytest.mark.parametrize(
+    ("mode", "transports"),
+    [("asgi", ["websocket"]), ("aiohttp", ["websocket"]), ("asgi", ["polling", "websocket"])],
+    ids=["asgi", "aiohttp", "asgi-polling-then-upgrade"],
+)
 async def test_js_client_recovers_sid_rooms_session_data_and_missed_events_in_order(
-    use_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any], mode: str, room: str
+    use_app: AppFactory,
+    node: NodeClient,
+    proxy_factory: Callable[[int], Any],
+    mode: str,
+    transports: list[str],
+    room: str,
 ) -> None:
     app = use_app(mode=mode)
     proxy = await proxy_factory(app.port)
-    first = await connect_js(node, proxy.url, rooms=[room], data={"user": "ann"})
+    first = await connect_js(node, proxy.url, rooms=[room], data={"user": "ann"}, transports=transports)
     assert first["recovered"] is False
     assert isinstance(first["pid"], str)
     assert len(first["pid"]) >= 16
