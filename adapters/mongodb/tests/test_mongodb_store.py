@@ -19,8 +19,8 @@ from socketio_delivery.errors import (
     StoreUnavailableError,
 )
 from socketio_delivery.testing import assert_same_events, read_all, run_workers
-from socketio_delivery_mongodb import MongoEventStore
-from socketio_delivery_mongodb._options import MongoOptions, read_url
+from socketio_delivery_mongodb import MongoEventStore, MongoOptions
+from socketio_delivery_mongodb._options import read_url
 
 Opener = Callable[..., MongoEventStore]
 

@@ -87,7 +87,7 @@ class _Next:
     since: float  # time.monotonic() when ``seq - 1`` was known committed and above the floor
 
 
-def _driver_types() -> tuple[tuple[type, ...], tuple[type, ...]]:
+def _driver_types() -> tuple[Any, Any]:
     """The client and database classes accepted: PyMongo's asyncio API, and Motor's if installed."""
     from pymongo import AsyncMongoClient
     from pymongo.asynchronous.database import AsyncDatabase
@@ -216,7 +216,7 @@ class MongoEventStore:
                 kwargs["serverSelectionTimeoutMS"] = _SELECTION_TIMEOUT_MS
             client: Any = AsyncMongoClient(self._uri, **kwargs)
             return client[self._database_name or DEFAULT_DATABASE], client
-        given = self._given
+        given: Any = self._given
         clients, databases = _driver_types()
         if isinstance(given, clients):
             name = self._database_name
