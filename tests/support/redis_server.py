@@ -16,6 +16,8 @@ Fixtures:
 ``redis_server_factory``  ``factory(persistent=True, fsync="everysec", unix_socket=False)``
                           starts a private server for tests that stop, kill or flush it;
                           all are stopped at session end.
+``redis_cluster``         a three-primary Redis Cluster (:class:`RedisClusterNodes`, ``.url``
+                          is the first node's ``redis://`` URL), started on first use.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,7 +38,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-__all__ = ["RedisServer"]
+__all__ = ["RedisClusterNodes", "RedisServer"]
 
 _START_TIMEOUT = 10.0
 _running: list[RedisServer] = []
@@ -46,6 +49,25 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _free_cluster_port() -> int:
+    """A free port <= 55535 whose cluster bus port (port + 10000) is free too."""
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randint(20000, 55535)
+        if _bindable(port) and _bindable(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a Redis cluster node")
 
 
 def _load_prctl() -> Callable[..., int] | None:
@@ -94,6 +116,7 @@ class RedisServer:
         persistent: bool = True,
         fsync: str = "everysec",
         unix_socket: bool = False,
+        cluster: bool = False,
         executable: str | None = None,
     ) -> None:
         found = executable or shutil.which("redis-server")
@@ -105,7 +128,8 @@ class RedisServer:
         self.executable: str = found
         self.persistent = persistent
         self.fsync = fsync
-        self.port = _free_port()
+        self.cluster = cluster
+        self.port = _free_cluster_port() if cluster else _free_port()
         self.dir = tempfile.mkdtemp(prefix="sd-redis-")
         self.unix_socket = os.path.join(self.dir, "redis.sock") if unix_socket else None
         self.process: subprocess.Popen[bytes] | None = None
@@ -130,6 +154,9 @@ class RedisServer:
             args += ["--appendonly", "no"]
         if self.unix_socket is not None:
             args += ["--unixsocket", self.unix_socket, "--unixsocketperm", "700"]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            args += ["--cluster-node-timeout", "5000"]
         return args
 
     def start(self) -> None:
@@ -202,6 +229,62 @@ class RedisServer:
             return "(no log)"
 
 
+class RedisClusterNodes:
+    """Three cluster-enabled ``redis-server`` processes joined into one cluster (no replicas).
+
+    ::
+
+        nodes = RedisClusterNodes()
+        nodes.start()
+        nodes.url      # 'redis://127.0.0.1:PORT/0' of the first node (clients discover the rest)
+        nodes.close()
+    """
+
+    def __init__(self, size: int = 3) -> None:
+        self.nodes = [RedisServer(persistent=False, cluster=True) for _ in range(size)]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.nodes[0].port}/0"
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            pytest.fail("redis-cli is not installed: run `make services`", pytrace=False)
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        created = subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if created.returncode != 0:
+            self.close()
+            pytest.fail(
+                f"redis-cli --cluster create failed:\n{created.stdout}{created.stderr}", pytrace=False
+            )
+        deadline = time.monotonic() + _START_TIMEOUT * 3
+        while time.monotonic() < deadline:
+            if all(self._state_ok(cli, node) for node in self.nodes):
+                return
+            time.sleep(0.1)
+        self.close()
+        pytest.fail("the Redis cluster did not reach cluster_state:ok", pytrace=False)
+
+    @staticmethod
+    def _state_ok(cli: str, node: RedisServer) -> bool:
+        info = subprocess.run(
+            [cli, "-p", str(node.port), "cluster", "info"], capture_output=True, text=True, timeout=10
+        )
+        return "cluster_state:ok" in info.stdout
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+
 @atexit.register
 def _stop_all() -> None:
     for server in list(_running):
@@ -230,6 +313,15 @@ def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
 def redis_server(redis_server_factory: Callable[..., RedisServer]) -> RedisServer:
     """The session's shared redis-server. Tests that stop it must start it again."""
     return redis_server_factory(persistent=True)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterNodes]:
+    """A three-primary Redis Cluster on loopback ports, for the whole session."""
+    nodes = RedisClusterNodes()
+    nodes.start()
+    yield nodes
+    nodes.close()
 
 
 @pytest.fixture(scope="session")

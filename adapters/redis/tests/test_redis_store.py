@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
-from redis_server import RedisServer
+from redis_server import RedisClusterNodes, RedisServer
 from socketio_delivery import open_store
 from socketio_delivery.errors import (
     ConfigurationError,
@@ -460,3 +461,40 @@ async def test_resp3_client(server: RedisServer) -> None:
         await store.close()
     finally:
         await client.aclose()
+
+
+# -- Redis Cluster ----------------------------------------------------------------------------------
+async def test_cluster_client_object_spreads_streams_and_batches_per_stream(
+    redis_cluster: RedisClusterNodes,
+) -> None:
+    client = RedisCluster.from_url(redis_cluster.url)
+    try:
+        store = RedisEventStore.from_client(client, prefix=prefix())
+        await store.open()
+        streams = [f"/ns{i}" for i in range(12)]
+        slots = {key_slot(_StreamKeys(store.options.prefix, s, "").events) for s in streams}
+        nodes = {
+            client.get_node_from_key(_StreamKeys(store.options.prefix, s, "").events).name for s in streams
+        }
+        assert len(slots) > 1
+        assert len(nodes) > 1, "the streams live on several nodes"
+        targets = [streams[i % len(streams)] for i in range(480)]
+        events = await asyncio.gather(*(store.persist(s, {"i": i}) for i, s in enumerate(targets)))
+        assert store.round_trips <= 3, "one batch: one concurrent call per stream"
+        for stream in streams:
+            mine = sorted(
+                (e for e, s in zip(events, targets, strict=True) if s == stream), key=lambda e: e.offset
+            )
+            assert_same_events(await read_all(store, stream), mine)
+        await store.save_session("{pid}", {"a": 1}, 30)
+        assert await store.claim_session("{pid}") == {"a": 1}
+        await store.close()
+        assert await client.ping()
+    finally:
+        await client.aclose()
+
+
+def test_cluster_over_a_unix_socket_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError):
+        RedisEventStore.from_url("unix:///run/redis.sock?cluster=true")
+    assert RedisEventStore.from_url("redis://h:7000/0?cluster=yes").options.cluster is True

@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import (
     URL_QUERY_ARGUMENT_PARSERS,
     AbstractConnection,
@@ -51,7 +52,7 @@ from redis.asyncio.connection import (
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from socketio_delivery.config import StoreOptions, build_options, parse_url, redact
 from socketio_delivery.errors import (
@@ -82,6 +83,8 @@ log = logging.getLogger("socketio_delivery_redis")
 SCHEMES = ("redis", "rediss", "unix")
 _OFFSET = re.compile(r"([0-9a-f]{8})-([0-9a-f]{16})-([0-9a-f]{16})")
 _PREFIX = re.compile(r"[^{}\s]{1,64}")
+#: What the driver raises: wrapped as StoreError / StoreUnavailableError at the edge.
+_DRIVER_ERRORS = (RedisError, RedisClusterException, OSError)
 #: A fetch that has found events stops after examining this many scan steps (a short page).
 _STEPS_WITH_RESULTS = 10
 
@@ -97,7 +100,8 @@ class RedisOptions(StoreOptions):
     ``retention_interval``: seconds between background retention runs over every
     stream (``None``: only on persist and :meth:`~RedisEventStore.trim`).
     ``retries``: retries of a command after a connection error or timeout (clients
-    the store creates; a client you pass keeps its own policy).
+    the store creates; a client you pass keeps its own policy). ``cluster``: the URL
+    names a node of a Redis Cluster (the store discovers the others).
     """
 
     prefix: str = "sio"
@@ -106,6 +110,7 @@ class RedisOptions(StoreOptions):
     trim_chunk: int = 10_000
     retention_interval: float | None = 60.0
     retries: int = 3
+    cluster: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -253,6 +258,8 @@ class RedisEventStore:
             raise ConfigurationError(
                 f"RedisEventStore opens redis://, rediss:// and unix:// URLs, got {parsed}"
             )
+        if parsed.scheme == "unix" and parsed.query.get("cluster", "").lower() in ("1", "true", "yes", "on"):
+            raise ConfigurationError(f"a Redis Cluster is reached over TCP, not a unix socket: {parsed}")
         if parsed.scheme == "unix" and not parsed.path:
             raise ConfigurationError(
                 f"a unix:// URL needs a socket path (unix:///run/redis.sock), got {parsed}"
@@ -300,12 +307,17 @@ class RedisEventStore:
             if client is None:
                 retry = Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.5), self.options.retries)
                 try:
-                    client = aioredis.from_url(self.url or "", retry=retry)
-                except (ValueError, TypeError) as exc:
+                    if self.options.cluster:
+                        client = RedisCluster.from_url(self.url or "", retry=retry)
+                    else:
+                        client = aioredis.from_url(self.url or "", retry=retry)
+                except (ValueError, TypeError, RedisError) as exc:
                     raise ConfigurationError(f"cannot use {redact(self.url or '')}: {exc}") from exc
             try:
+                if isinstance(client, RedisCluster):
+                    await client.initialize()
                 await client.ping()
-            except (RedisError, OSError) as exc:
+            except _DRIVER_ERRORS as exc:
                 if self._given is None:
                     with contextlib.suppress(Exception):
                         await client.aclose()
@@ -326,12 +338,14 @@ class RedisEventStore:
                 self._maintenance = asyncio.create_task(self._maintain(), name=f"{self!r} retention")
 
     async def _warn_if_not_persistent(self, client: Any) -> None:
+        if isinstance(client, RedisCluster):
+            return  # CONFIG answers per node there
         try:
             config = await client.config_get("appendonly")
             config.update(await client.config_get("save"))
-        except (RedisError, OSError):
+            values = {_s(k): _s(v) for k, v in config.items()}
+        except (*_DRIVER_ERRORS, AttributeError, TypeError):
             return  # CONFIG is often disabled on managed Redis
-        values = {_s(k): _s(v) for k, v in config.items()}
         if values.get("appendonly") == "no" and not values.get("save", "").strip():
             log.warning(
                 "%r: the Redis server does not persist (appendonly no, no save points): a restart "
@@ -357,7 +371,7 @@ class RedisEventStore:
             if self._given is None:
                 try:
                     await client.aclose()
-                except (RedisError, OSError) as exc:
+                except _DRIVER_ERRORS as exc:
                     raise _store_error(exc, "close") from exc
 
     def generate_id(self) -> str:
@@ -391,7 +405,7 @@ class RedisEventStore:
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
             except NoScriptError:
                 return await client.eval(script.source, len(keys), *keys, *args)
-        except (RedisError, OSError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise _store_error(exc, doing) from exc
 
     @staticmethod
@@ -450,25 +464,13 @@ class RedisEventStore:
         for op in batch:
             groups.setdefault(op.stream, []).append(op)
         calls = [(ops, self._stream_keys(stream), self._persist_args(ops)) for stream, ops in groups.items()]
-        client = self._client
-        results: list[Any]
+        sends = [(keys, args) for _, keys, args in calls]
         try:
-            pipe = client.pipeline(transaction=False)
-            pipe.sadd(self._registry, *(_b(stream) for stream in groups))
-            for _, keys, args in calls:
-                pipe.evalsha(_scripts.PERSIST.sha, 3, keys.events, keys.meta, keys.writer, *args)
-            self.round_trips += 1
-            results = (await pipe.execute(raise_on_error=False))[1:]
-            missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
-            if missing:  # the server restarted or SCRIPT FLUSH: send the source (same batch token)
-                pipe = client.pipeline(transaction=False)
-                for i in missing:
-                    _, keys, args = calls[i]
-                    pipe.eval(_scripts.PERSIST.source, 3, keys.events, keys.meta, keys.writer, *args)
-                self.round_trips += 1
-                for i, result in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
-                    results[i] = result
-        except (RedisError, OSError) as exc:
+            if isinstance(self._client, RedisCluster):
+                results = await self._send_to_cluster(list(groups), sends)
+            else:
+                results = await self._send_pipelined(list(groups), sends)
+        except Exception as exc:  # the whole round trip failed: every caller in it is told
             for op in batch:
                 if not op.future.done():
                     op.future.set_exception(_store_error(exc, "persist"))
@@ -486,6 +488,54 @@ class RedisEventStore:
                 event = Event(self._offset(epoch, ms, seq), op.data, op.rooms, op.exclude, ms / 1000)
                 if not op.future.done():
                     op.future.set_result(event)
+
+    async def _send_pipelined(
+        self, streams: list[str], sends: list[tuple[_StreamKeys, list[Any]]]
+    ) -> list[Any]:
+        """One pipeline: SADD to the registry, then one EVALSHA per stream; per-call results."""
+        client = self._client
+        pipe = client.pipeline(transaction=False)
+        pipe.sadd(self._registry, *(_b(stream) for stream in streams))
+        for keys, args in sends:
+            pipe.evalsha(_scripts.PERSIST.sha, 3, keys.events, keys.meta, keys.writer, *args)
+        self.round_trips += 1
+        results: list[Any] = (await pipe.execute(raise_on_error=False))[1:]
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:  # the server restarted or SCRIPT FLUSH: send the source (same batch token)
+            pipe = client.pipeline(transaction=False)
+            for i in missing:
+                keys, args = sends[i]
+                pipe.eval(_scripts.PERSIST.source, 3, keys.events, keys.meta, keys.writer, *args)
+            self.round_trips += 1
+            for i, result in zip(missing, await pipe.execute(raise_on_error=False), strict=True):
+                results[i] = result
+        return results
+
+    async def _send_to_cluster(
+        self, streams: list[str], sends: list[tuple[_StreamKeys, list[Any]]]
+    ) -> list[Any]:
+        """Redis Cluster: scripts cannot be pipelined there; one call per stream, concurrently."""
+        client = self._client
+
+        async def persist(keys: _StreamKeys, args: list[Any]) -> Any:
+            try:
+                return await client.evalsha(
+                    _scripts.PERSIST.sha, 3, keys.events, keys.meta, keys.writer, *args
+                )
+            except NoScriptError:
+                return await client.eval(
+                    _scripts.PERSIST.source, 3, keys.events, keys.meta, keys.writer, *args
+                )
+
+        self.round_trips += 1
+        registry = client.sadd(self._registry, *(_b(stream) for stream in streams))
+        results = await asyncio.gather(
+            registry, *(persist(keys, args) for keys, args in sends), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, Exception):
+                raise result  # cancelled
+        return list(results[1:])
 
     # -- event streams ----------------------------------------------------------------
     async def persist(
@@ -632,7 +682,7 @@ class RedisEventStore:
         total = 0
         try:
             names = [_s(name) async for name in client.sscan_iter(self._registry, count=500)]
-        except (RedisError, OSError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise _store_error(exc, "listing streams") from exc
         for name in names:
             total += await self._trim_stream(name)
@@ -668,7 +718,7 @@ class RedisEventStore:
         client = self._ready()
         try:
             return await getattr(client, method)(*args, **kwargs)
-        except (RedisError, OSError) as exc:
+        except _DRIVER_ERRORS as exc:
             raise _store_error(exc, doing) from exc
 
     async def save_session(self, key: str, record: Mapping[str, Any], ttl: float) -> None:
