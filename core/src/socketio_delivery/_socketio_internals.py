@@ -32,6 +32,7 @@ __all__ = [
     "ConnectOutcome",
     "TriggerHook",
     "check_version",
+    "drop_transport",
     "forced_sid",
     "install",
     "local_emit",
@@ -176,3 +177,19 @@ async def local_emit(
     ``emit`` to publish, and call this same base method for their local delivery.
     """
     await AsyncManager.emit(manager, event, tuple(args), namespace, room=room, skip_sid=skip_sid)
+
+
+async def drop_transport(sio: socketio.AsyncServer, eio_sid: str) -> None:
+    """Close an Engine.IO connection without a goodbye, so the client reconnects by itself.
+
+    An Engine.IO CLOSE packet would make the Python client give up, and a Socket.IO
+    CONNECT_ERROR the JS client: a bare transport close makes both retry with back-off.
+    """
+    try:
+        eio_socket = sio.eio._get_socket(eio_sid)
+    except KeyError:
+        return
+    if eio_socket.upgraded:
+        eio_socket.queue.put_nowait(None)  # the WebSocket writer ends and closes the WebSocket
+    else:
+        await eio_socket.close(wait=False, abort=True, reason=sio.eio.reason.TRANSPORT_CLOSE)

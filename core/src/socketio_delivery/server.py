@@ -61,6 +61,7 @@ log = logging.getLogger("socketio_delivery")
 RESYNC_EVENT = "delivery:resync"
 _RESERVED = frozenset({"connect", "disconnect", "connect_error", RESYNC_EVENT})
 _EXPLICIT_DISCONNECTS = frozenset({"client disconnect", "server disconnect"})
+_STORE_UNAVAILABLE = "store unavailable"
 
 Identity = Callable[[str, str], "str | Awaitable[str]"]
 
@@ -312,22 +313,26 @@ class Delivery:
         if not internals.serves_namespace(sio, namespace):
             await internals.send_connect_error(sio, eio_sid, namespace, "Unable to connect")
             return
-        try:
-            tailer = await self._tailer(namespace)
-        except DeliveryError as exc:
-            log.error("refused a connection to %s: the delivery store is unavailable (%s)", namespace, exc)
-            await internals.send_connect_error(
-                sio, eio_sid, namespace, {"message": "delivery store unavailable"}
-            )
-            return
         request = ConnectRequest.parse(data)
         failure = request.malformed
         old: SessionState | None = None
         start: str | None = None
+        try:
+            tailer = await self._tailer(namespace)
+        except DeliveryError as exc:
+            failure = _STORE_UNAVAILABLE
+            log.error("the delivery store is unavailable (%s)", exc)
         if failure is None and request.pid is not None:
             old, start, failure = await self._claim(namespace, request)
         elif failure is None and request.offset is not None:
-            start = request.offset  # the explicit recipe
+            failure = await self._check_start(namespace, request.offset)  # the explicit recipe
+            start = request.offset if failure is None else None
+        if failure == _STORE_UNAVAILABLE:
+            # No new session in place of one we could not read: the client retries with back-off
+            # (a CONNECT_ERROR would stop the JS client for good) and recovers once the store is back.
+            log.warning("closed a connection to %s until the delivery store is back", namespace)
+            await internals.drop_transport(sio, eio_sid)
+            return
         if failure is not None:
             log.info("connection to %s did not recover: %s", namespace, failure)
 
@@ -373,10 +378,10 @@ class Delivery:
             else:
                 outcome = await internals.run_connect_handler(sio, eio_sid, sid, namespace, request.auth)
         except BaseException:
-            await self._abandon(state, tailer, eio_sid)
+            await self._abandon(state, tailer, old)
             raise
         if not outcome.accepted:
-            await self._abandon(state, tailer, eio_sid)
+            await self._abandon(state, tailer, old)
             await internals.send_connect_error(sio, eio_sid, namespace, outcome.reason)
             return
         if held:
@@ -407,24 +412,45 @@ class Delivery:
             record = await self.store.claim_session(session_key(namespace, request.pid))
         except DeliveryError as exc:
             log.error("could not read a session to recover (%s)", exc)
-            return None, None, "store unavailable"
+            return None, None, _STORE_UNAVAILABLE
         old = SessionState.from_record(record, namespace, request.pid) if record is not None else None
         if old is None:
             return None, None, "unknown, expired or already used session"
         start = old.offset
         if request.offset is not None and request.offset > start:
             start = request.offset
+        failure = await self._check_start(namespace, start)
+        if failure is None:
+            return old, start, None
+        if failure == _STORE_UNAVAILABLE:
+            await self._put_back(old)
+        return None, None, failure
+
+    async def _check_start(self, namespace: str, start: str) -> str | None:
+        """``None`` when a replay can start after ``start``, otherwise why it cannot."""
         try:
             await self.store.fetch_since(namespace, start, limit=1)
+            if start > await self.store.last_offset(namespace):
+                return "offset no longer available"  # not one this stream has handed out
         except DeliveryError as exc:
-            return None, None, _replay_failure(exc)
-        return old, start, None
+            return _replay_failure(exc)
+        return None
 
-    async def _abandon(self, state: SessionState, tailer: Tailer, eio_sid: str) -> None:
+    async def _put_back(self, old: SessionState) -> None:
+        """Return a claimed session that could not be resumed for a reason that may pass."""
+        try:
+            await self.store.save_session(old.key, old.record(), self.recovery_window)
+        except DeliveryError as exc:
+            log.error("could not return the session of %s to the store: %s", old.sid, exc)
+
+    async def _abandon(self, state: SessionState, tailer: Tailer, old: SessionState | None) -> None:
+        """Undo a connect the app refused (or failed): a claimed session stays recoverable."""
         tailer.held.pop(state.sid, None)
         state.superseded = True
         self._states.pop((state.namespace, state.sid), None)
         await self.sio.manager.disconnect(state.sid, state.namespace, ignore_queue=True)
+        if old is not None:
+            await self._put_back(old)
 
     async def _replay(
         self, state: SessionState, tailer: Tailer, eio_sid: str, start: str, *, explicit: bool
@@ -575,4 +601,4 @@ def _replay_failure(exc: DeliveryError) -> str:
         return "offset no longer available"
     if isinstance(exc, InvalidOffsetError):
         return "malformed offset"
-    return "store unavailable"
+    return _STORE_UNAVAILABLE
