@@ -498,3 +498,13 @@ def test_cluster_over_a_unix_socket_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError):
         RedisEventStore.from_url("unix:///run/redis.sock?cluster=true")
     assert RedisEventStore.from_url("redis://h:7000/0?cluster=yes").options.cluster is True
+
+
+async def test_lone_surrogates_and_binary_like_text_round_trip(store: RedisEventStore) -> None:
+    odd = {"lone": "\ud800", "nul": "\x00", "ctl": "\r\n|,%{}"}
+    event = await store.persist("/\ud800", odd, rooms=["\udfff", "a,b|c"], exclude=["\x00"])
+    (got,) = await store.fetch_since("/\ud800", None, rooms=["\udfff"])
+    assert_same_events([got], [event])
+    assert got.data == odd
+    await store.save_session("k\ud800", odd, 30)
+    assert await store.claim_session("k\ud800") == odd

@@ -381,6 +381,8 @@ class RedisEventStore:
     def _ready(self) -> Any:
         if self._client is None or self._stopping:
             raise StoreUnavailableError(f"{self!r} is not open: await store.open() first")
+        if self._writer is None or self._writer.done():
+            raise StoreUnavailableError(f"{self!r} writer stopped (its event loop ended?): reopen the store")
         return self._client
 
     def _stream_keys(self, stream: str) -> _StreamKeys:
@@ -433,6 +435,11 @@ class RedisEventStore:
             batch = [queue.popleft() for _ in range(min(len(queue), self.options.max_batch))]
             try:
                 await self._run_batch(batch)
+            except Exception as exc:  # a bug or an odd reply: fail this batch, keep writing
+                log.exception("%r: persist batch failed", self)
+                for op in batch:
+                    if not op.future.done():
+                        op.future.set_exception(_store_error(exc, "persist"))
             except BaseException as exc:  # cancelled (loop shutdown): nobody waits forever
                 error = StoreUnavailableError(f"{self!r} writer stopped")
                 error.__cause__ = exc
@@ -569,15 +576,15 @@ class RedisEventStore:
             name = _s(fields[i])
             value = fields[i + 1]
             if name == "d":
-                data = json.loads(value)
+                data = json.loads(_s(value))
             elif name == "r":
                 rooms.append(_s(value))
             elif name == "x":
                 exclude.append(_s(value))
             elif name == "R":
-                rooms.extend(json.loads(value))
+                rooms.extend(json.loads(_s(value)))
             elif name == "X":
-                exclude.extend(json.loads(value))
+                exclude.extend(json.loads(_s(value)))
         return Event(self._offset(epoch, ms, seq), data, tuple(rooms), tuple(exclude), ms / 1000)
 
     async def fetch_since(
@@ -712,6 +719,8 @@ class RedisEventStore:
                 await self.trim()
             except StoreError as exc:
                 log.warning("%r: retention failed: %s", self, exc)
+            except Exception:
+                log.exception("%r: retention failed", self)
 
     # -- sessions -------------------------------------------------------------------------
     async def _call(self, doing: str, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -732,7 +741,7 @@ class RedisEventStore:
     async def claim_session(self, key: str) -> dict[str, Any] | None:
         check_key(key)
         value = await self._call("claim_session", "getdel", self._key("session", key))
-        return None if value is None else json.loads(value)
+        return None if value is None else json.loads(_s(value))
 
     # -- idempotency keys ---------------------------------------------------------------------
     async def reserve_key(self, key: str, lease: float) -> Reservation:
