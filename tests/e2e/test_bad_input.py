@@ -65,7 +65,11 @@ async def test_malformed_recovery_fields_get_a_clean_answer(use_app: AppFactory,
         resyncs = [e for e in raw.events() if e[0] == "delivery:resync"]
         if isinstance(payload, dict) and "pid" in payload:
             assert len(resyncs) == 1  # it asked to recover and could not: said out loud
-            assert resyncs[0][1]["reason"]
+            assert resyncs[0][1]["reason"] in (
+                "malformed pid",
+                "malformed offset",
+                "unknown, expired or already used session",
+            )
 
 
 async def test_server_keeps_serving_after_bad_input(use_app: AppFactory, room: str) -> None:
