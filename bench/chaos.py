@@ -145,7 +145,8 @@ async def run_variant(
         report = await run_scenario(scenario, folder=folder, say=say, store_service=store_service)
         drops = sum(c.drops for c in report.checks)
         say(
-            f"done in {report.elapsed:.0f} s, {drops} forced drops; "
+            f"done in {report.elapsed:.0f} s: {report.log_events} events emitted "
+            f"({report.planned_events} planned), {drops} forced drops, "
             f"{len(report.server_log_errors)} server errors"
         )
         for line in report.server_log_errors[:5]:

@@ -96,7 +96,10 @@ async def demo(args: argparse.Namespace) -> int:
             print(f"\n[{i + 1}/{len(runs)}] {scenario.name}")
             report = await run_scenario(scenario, folder=root / f"run{i + 1}", say=say)
             drops = sum(c.drops for c in report.checks)
-            say(f"done in {report.elapsed:.0f} s: {drops} forced drops, {report.server_restarts} restart")
+            say(
+                f"done in {report.elapsed:.0f} s: {report.log_events} events emitted, {drops} forced drops, "
+                f"{report.server_restarts} restart"
+            )
             for line in report.server_log_errors[:5]:
                 say(f"server log: {line}")
             reports.append(report)

@@ -45,6 +45,7 @@ class ChaosClient {
     this.recovered = 0;
     this.resyncs = 0;
     this.resyncReasons = [];
+    this.timeline = []; // [unix seconds, what]: drops, connects, resyncs; for bug reports
     this.drops = 0;
     this.latencies = [];
     this.openAt = 0;
@@ -71,6 +72,7 @@ class ChaosClient {
           this.latencies.push((performance.now() - this.openAt) / 1000);
         }
       }
+      this.timeline.push([Date.now() / 1000, `connect sid=${this.socket.id} recovered=${this.socket.recovered}`]);
       this.connects += 1;
       if (this.ready) this.ready();
     });
@@ -78,6 +80,7 @@ class ChaosClient {
       if (event === "delivery:resync") {
         this.resyncs += 1;
         this.resyncReasons.push(String(args[0] && args[0].reason));
+        this.timeline.push([Date.now() / 1000, "resync " + this.resyncReasons[this.resyncReasons.length - 1]]);
         return;
       }
       const payload = args[0];
@@ -115,7 +118,10 @@ class ChaosClient {
     if (!this.dropping) return;
     const delay = -Math.log(1 - this.rand()) * mean * 1000;
     this.timer = setTimeout(() => {
-      if (this.dropping && this.killTransport()) this.drops += 1;
+      if (this.dropping && this.killTransport()) {
+        this.drops += 1;
+        this.timeline.push([Date.now() / 1000, "drop"]);
+      }
       this.scheduleDrop(mean);
     }, delay);
   }
@@ -147,6 +153,7 @@ class ChaosClient {
       recovered: this.recovered,
       resyncs: this.resyncs,
       resync_reasons: this.resyncReasons,
+      timeline: this.timeline,
       drops: this.drops,
       latencies: this.latencies,
       got_end: this.gotEnd,

@@ -75,6 +75,9 @@ class Report:
     server_log_errors: list[str] = field(default_factory=list)
     client_impl: dict[str, str] = field(default_factory=dict)
     folder: str = ""
+    #: events in the store's log, and how many the rates asked for (fewer: the server fell behind)
+    log_events: int = 0
+    planned_events: int = 0
 
     def rows(self) -> list[Row]:
         rows: dict[str, Row] = {}

@@ -308,21 +308,28 @@ async def run_scenario(
         for i in range(scenario.store_restarts):
             at = t0 + scenario.duration * (i + 0.6) / (scenario.store_restarts + 0.6)
             actions.append((at, "store", 0))
+        timeline: list[tuple[float, str]] = [(t0, "emitting")]
         for at, what, index in sorted(actions):
             await asyncio.sleep(max(0.0, at - time.time()))
             if what == "node":
                 name = f"node {index}" if scenario.nodes > 1 else "the server process"
                 say(f"kill -9 of {name} at t={time.time() - t0:.1f} s")
+                timeline.append((time.time(), f"kill -9 node {index}"))
                 await cluster.kill_and_restart(index, scenario.restart_downtime)
                 restarts += 1
+                timeline.append((time.time(), f"node {index} listening"))
                 say(f"{name} restarted at t={time.time() - t0:.1f} s")
             else:
                 assert store_service is not None
                 say(f"store restart at t={time.time() - t0:.1f} s")
+                timeline.append((time.time(), "store stopping"))
                 await store_service.restart(scenario.store_downtime)
+                timeline.append((time.time(), "store back"))
                 say(f"store back at t={time.time() - t0:.1f} s")
         await asyncio.sleep(max(0.0, until - time.time()))
 
+        timeline.append((time.time(), "emitting stopped"))
+        (folder / "controller.json").write_text(json.dumps(timeline))
         for worker in workers:
             await worker.request({"cmd": "stop_drops"}, "drops_stopped", 30)
         deadline = time.monotonic() + scenario.settle_timeout
@@ -367,4 +374,6 @@ async def run_scenario(
         server_log_errors=cluster.log_errors(),
         client_impl=impl,
         folder=str(folder),
+        log_events=len(dump["events"]),
+        planned_events=int(scenario.duration * (scenario.room_rate + scenario.sid_rate + scenario.all_rate)),
     )
