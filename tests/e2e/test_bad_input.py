@@ -70,6 +70,10 @@ async def test_malformed_recovery_fields_get_a_clean_answer(use_app: AppFactory,
                 "malformed offset",
                 "unknown, expired or already used session",
             )
+        elif isinstance(payload, dict) and not isinstance(payload.get("offset"), (str, type(None))):
+            assert resyncs == [["delivery:resync", {"reason": "malformed offset"}]]  # explicit recipe
+        elif isinstance(payload, dict) and payload.get("offset") == "":
+            assert resyncs == [["delivery:resync", {"reason": "malformed offset"}]]
 
 
 async def test_server_keeps_serving_after_bad_input(use_app: AppFactory, room: str) -> None:

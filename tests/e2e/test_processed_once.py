@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import socketio
 from delivery_app import DeliveryAppProcess
 from e2e_node import NodeClient
 from e2e_pyclient import PyClient
@@ -141,3 +142,19 @@ async def test_default_identity_is_the_session_a_new_session_runs_again(use_app:
     async with PyClient.connect(app.url) as client:
         second: Any = await client.sio.call("work", {"idempotencyKey": key}, timeout=20)
     assert (first["run"], second["run"]) == (1, 2)
+
+
+async def test_a_key_is_scoped_by_event_and_namespace(use_app: AppFactory) -> None:
+    app = use_app()
+    key = new_key()
+    client = socketio.AsyncClient(reconnection=False)
+    await client.connect(app.url, namespaces=["/", "/other"], transports=["websocket"])
+    try:
+        work = await client.call("work", {"idempotencyKey": key, "value": 1}, timeout=20)
+        echo = await client.call("echo", {"idempotencyKey": key, "value": 2}, timeout=20)
+        other = await client.call("work", {"idempotencyKey": key, "value": 3}, namespace="/other", timeout=20)
+    finally:
+        await client.disconnect()
+    assert work == {"key": key, "run": 1, "value": 1}
+    assert echo == [{"idempotencyKey": key, "value": 2}]  # another event: its own handler ran
+    assert other == {"key": key, "run": 2, "value": 3}  # another namespace: ran again
