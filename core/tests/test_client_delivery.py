@@ -43,6 +43,7 @@ class App:
             eio_socket.queue.put_nowait(None)  # the WebSocket writer ends and closes the socket
         else:
             await eio_socket.close(wait=False, abort=True, reason=self.sio.eio.reason.TRANSPORT_CLOSE)
+            eio_socket.queue.put_nowait(None)  # answer the pending long-poll: the client polls again, fails
 
 
 def build_app(sio: socketio.AsyncServer, delivery: Any, url: str) -> App:
@@ -146,7 +147,14 @@ async def app() -> AsyncIterator[App]:
     delivery = Delivery(sio, store="memory://")
     await delivery.open()
     server = uvicorn.Server(
-        uvicorn.Config(socketio.ASGIApp(sio), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        uvicorn.Config(
+            socketio.ASGIApp(sio),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
     )
     serving = asyncio.create_task(server.serve())
     while not server.started:
@@ -174,8 +182,10 @@ async def make_client() -> AsyncIterator[ClientFactory]:
 
     yield make
     for client in clients:
+        # a long-polling client waits for its pending GET on disconnect (python-socketio's own
+        # behaviour, up to 30 s); the server's shutdown ends that request
         with contextlib.suppress(Exception):
-            await client.shutdown()
+            await asyncio.wait_for(client.shutdown(), 2)
 
 
 async def until(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
@@ -198,8 +208,9 @@ async def drop(
     await client.emit("drop", {"then": list(then)}, namespace=namespace, reliable=False)
 
 
+@pytest.mark.parametrize("transports", [None, ["polling"]], ids=["websocket", "polling"])
 async def test_recovers_sid_rooms_session_and_missed_events_after_forced_close(
-    app: App, make_client: ClientFactory
+    app: App, make_client: ClientFactory, transports: list[str] | None
 ) -> None:
     room = tag()
     client = make_client()
@@ -213,7 +224,8 @@ async def test_recovers_sid_rooms_session_and_missed_events_after_forced_close(
     def connect() -> None:
         seen.append(f"connect recovered={client.recovered}")
 
-    await client.connect(app.url, auth={"token": "t"})
+    await client.connect(app.url, auth={"token": "t"}, transports=transports)
+    assert client.transport() == ("polling" if transports else "websocket")
     assert await client.emit("join", room) is True
     assert await client.emit("set-data", {"name": "ann"}) is True
     await client.emit("emit-to-me", {"event": "news", "args": ["a"]})

@@ -45,7 +45,14 @@ async def plain() -> AsyncIterator[tuple[str, socketio.AsyncServer, dict[str, An
         return key
 
     server = uvicorn.Server(
-        uvicorn.Config(socketio.ASGIApp(sio), host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+        uvicorn.Config(
+            socketio.ASGIApp(sio),
+            host="127.0.0.1",
+            port=0,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=1,
+        )
     )
     serving = asyncio.create_task(server.serve())
     while not server.started:
