@@ -82,7 +82,9 @@ async def test_explicit_recipe_replays_events_to_everyone_and_its_rooms_not_to_o
 ) -> None:
     app = use_app()
     start = await app.control("publish", event="chat", room=room, data={"i": 0})
-    async with PyClient.connect(app.url, auth={"rooms": [room]}) as bystander:
+    # in no room: live delivery runs behind the store, so a member who joined just after
+    # event 0 was stored could still get it live (its stream position starts before it)
+    async with PyClient.connect(app.url) as bystander:
         await app.control("publish", event="chat", data={"i": 1})  # everyone
         await app.control("publish", event="chat", room=room, skip_sid=bystander.sid, data={"i": 2})
         await app.control("publish", event="chat", to=bystander.sid, data={"i": 3})  # its sid only
