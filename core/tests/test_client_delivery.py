@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import socketio
 import uvicorn
+from socketio_delivery import open_store
 from socketio_delivery.client import RESYNC_EVENT, DeliveryClient, EmitTimeoutError
 
 delivery_module = pytest.importorskip("socketio_delivery.server")
@@ -141,10 +142,11 @@ def build_app(sio: socketio.AsyncServer, delivery: Any, url: str) -> App:
     return app
 
 
-@pytest.fixture
-async def app() -> AsyncIterator[App]:
+@contextlib.asynccontextmanager
+async def serve(store: Any = "memory://") -> AsyncIterator[App]:
+    """A Delivery app under uvicorn on a free 127.0.0.1 port (``store``: a URL or a store object)."""
     sio = socketio.AsyncServer(async_mode="asgi")
-    delivery = Delivery(sio, store="memory://")
+    delivery = Delivery(sio, store=store)
     await delivery.open()
     server = uvicorn.Server(
         uvicorn.Config(
@@ -162,10 +164,18 @@ async def app() -> AsyncIterator[App]:
             serving.result()
         await asyncio.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
-    yield build_app(sio, delivery, f"http://127.0.0.1:{port}")
-    server.should_exit = True
-    await serving
-    await delivery.close()
+    try:
+        yield build_app(sio, delivery, f"http://127.0.0.1:{port}")
+    finally:
+        server.should_exit = True
+        await serving
+        await delivery.close()
+
+
+@pytest.fixture
+async def app() -> AsyncIterator[App]:
+    async with serve() as served:
+        yield served
 
 
 @pytest.fixture
@@ -393,3 +403,32 @@ async def test_recipe_mode_resumes_from_the_last_id(app: App, make_client: Clien
     assert [g["data"] for g in got] == [1, 2, 3]
     assert client.offset == third
     assert app.connects[-1]["auth"] == {"offset": first}
+
+
+async def test_recovers_on_another_server_sharing_the_store(make_client: ClientFactory) -> None:
+    store = open_store("memory://")
+    await store.open()
+    try:
+        async with serve(store) as first, serve(store) as second:
+            room = tag()
+            target = [first.url]
+            client = make_client()
+            seen: list[str] = []
+            client.on("news", seen.append)
+            await client.connect(lambda: target[0])  # the URL is looked up on every (re)connect
+            await client.emit("join", room)
+            await client.emit("emit-to-me", {"event": "news", "args": ["a"]})
+            await until(lambda: bool(seen), "the first event")
+            sid = client.get_sid()
+
+            target[0] = second.url
+            await drop(client, (room, "news", ["missed on the first server"]))
+            await until(lambda: client.recovered, "the recovery on the second server")
+            await until(lambda: len(seen) == 2, "the missed event")
+
+            assert seen == ["a", "missed on the first server"]
+            assert client.get_sid() == sid
+            assert second.connects[-1]["recovered"] is True
+            assert (await client.emit("whoami"))["rooms"] == [room]
+    finally:
+        await store.close()
