@@ -132,18 +132,23 @@ async def test_js_client_still_recovers_after_bad_input(
 
 
 @pytest.mark.parametrize(
-    "offset",
-    ["not-an-offset", "zzzz", "ffffffff-0000000000000001"],
-    ids=["malformed", "sorts-after-everything", "another-epoch"],
+    ("offset", "reason"),
+    [
+        ("not-an-offset", "malformed offset"),
+        ("zzzz", "malformed offset"),
+        ("9" * 100_000, "malformed offset"),
+        ("ffffffff-0000000000000001", "offset no longer available"),
+    ],
+    ids=["malformed", "sorts-after-everything", "huge", "another-epoch"],
 )
 async def test_explicit_recipe_with_a_malformed_or_foreign_offset_gets_resync_and_live_events(
-    use_app: AppFactory, room: str, offset: str
+    use_app: AppFactory, room: str, offset: str, reason: str
 ) -> None:
     app = use_app()
     await app.control("publish", event="chat", room=room, data={"i": 0})  # the stream exists
     async with PyClient.connect(app.url, auth={"offset": offset, "rooms": [room]}) as client:
         resync = await client.wait_event("delivery:resync")  # it cannot be replayed: said out loud
-        assert resync["args"][0]["reason"]
+        assert resync["args"][0] == {"reason": reason}
         sent = await app.control("publish", event="chat", room=room, data={"i": 1})
         event = await client.wait_event("chat")  # and it is not held back from live events
         assert event["args"][0] == {"id": sent["offset"], "data": {"i": 1}}

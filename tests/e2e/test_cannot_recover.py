@@ -15,6 +15,7 @@ import pytest
 import socketio
 from delivery_app import DeliveryAppProcess
 from e2e_node import Message, NodeClient
+from e2e_pyclient import PyClient
 from e2e_steps import come_back, connect_js, emit_numbered, go_away, wait_numbered
 
 AppFactory = Callable[..., DeliveryAppProcess]
@@ -93,6 +94,11 @@ async def test_js_client_whose_offset_was_trimmed_gets_a_new_session_and_resync(
 
     assert again["id"] != first["id"]
     assert await assert_resync(node, again, app) == "offset no longer available"
+    # the explicit recipe from the same trimmed offset is told the same
+    trimmed = node.events("tick")[0]["args"][-1]
+    async with PyClient.connect(app.url, auth={"offset": trimmed, "rooms": [room]}) as client:
+        resync = await client.wait_event("delivery:resync")
+        assert resync["args"] == [{"reason": "offset no longer available"}]
 
 
 @pytest.mark.node
