@@ -432,3 +432,13 @@ async def test_recovers_on_another_server_sharing_the_store(make_client: ClientF
             assert (await client.emit("whoami"))["rooms"] == [room]
     finally:
         await store.close()
+
+
+def test_client_defaults_match_the_server() -> None:
+    import inspect
+
+    from socketio_delivery import client
+
+    assert client.RESYNC_EVENT == delivery_module.RESYNC_EVENT
+    server_key = inspect.signature(Delivery).parameters["idempotency_key"].default
+    assert inspect.signature(DeliveryClient).parameters["idempotency_key"].default == server_key
