@@ -12,6 +12,9 @@ pytestmark = pytest.mark.mongodb
 
 
 class TestMongoConformance(EventStoreConformance):
+    # The test server is a Python process: worker processes on a busy 2-core machine are slow.
+    test_timeout = 180.0
+
     @pytest.fixture
     def make_store_url(self, mongo_server: MongoServer) -> UrlFactory:
         mongo_server.start()  # in case an earlier test left it stopped

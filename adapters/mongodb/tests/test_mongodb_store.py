@@ -18,7 +18,7 @@ from socketio_delivery.errors import (
     OffsetUnavailableError,
     StoreUnavailableError,
 )
-from socketio_delivery.testing import assert_same_events, read_all, run_workers
+from socketio_delivery.testing import StreamReader, assert_same_events, read_all
 from socketio_delivery_mongodb import MongoEventStore, MongoOptions
 from socketio_delivery_mongodb._options import read_url
 
@@ -249,17 +249,50 @@ async def test_events_inserted_but_not_published_stay_invisible_then_appear_in_o
 
 
 @pytest.mark.mongodb
-async def test_many_processes_and_tasks_lose_nothing_and_get_dense_offsets(
-    opener: Opener, mongo_url: str
+async def test_batch_that_hits_a_taken_number_midway_keeps_its_head_and_retries_the_rest(
+    opener: Opener,
 ) -> None:
     store = opener()
     await store.open()
-    job = {"op": "persist", "stream": "s", "tasks": 4, "count": 15}
-    results = await run_workers(mongo_url, {}, [{**job, "tag": n} for n in range(4)], timeout=120)
-    offsets = sorted(offset for per_worker in results for offset in per_worker)
-    assert len(offsets) == len(set(offsets)) == 4 * 4 * 15
-    assert [e.offset for e in await read_all(store, "s")] == offsets
-    assert [int(o.split("-")[1], 16) for o in offsets] == list(range(1, len(offsets) + 1))
+    seen = [await store.persist("s", i) for i in range(3)]
+    # Seq 5 taken by someone else (as a racing writer would, once 4 is in): the batch 4, 5, 6
+    # keeps 4, loses 5, and writes the rest above.
+    await store.database["sio_events"].insert_one({"s": "s", "q": 5, "t": 0.0, "d": '"other"'})
+    mine = await asyncio.gather(*(store.persist("s", f"mine-{i}") for i in range(3)))
+    got = await store.fetch_since("s", seen[-1].offset)
+    assert [e.data for e in got] == ["mine-0", "other", "mine-1", "mine-2"]
+    assert [e.offset for e in got if e.data != "other"] == [e.offset for e in mine]
+    assert [int(e.offset.split("-")[1], 16) for e in got] == [4, 5, 6, 7]
+
+
+@pytest.mark.mongodb
+async def test_racing_store_objects_lose_nothing_and_a_reader_sees_no_late_arrival(
+    opener: Opener,
+) -> None:
+    """Four store objects (four writer tasks, four connection pools: the same race as four
+    processes, without the process start-up) write one stream while a fifth reads it."""
+    writers = [opener() for _ in range(4)]
+    reader_store = opener()
+    for store in [*writers, reader_store]:
+        await store.open()
+    persisted: list[str] = []
+
+    async def write(store: MongoEventStore, w: int) -> None:
+        for i in range(15):
+            persisted.append((await store.persist("s", {"w": w, "i": i})).offset)
+
+    reader = StreamReader(reader_store, "s", limit=20)
+    writing = asyncio.ensure_future(
+        asyncio.gather(*(write(store, w * 2 + k) for w, store in enumerate(writers) for k in range(2)))
+    )
+    while not writing.done():
+        await reader.poll()
+        await asyncio.sleep(0.005)
+    await writing
+    await reader.drain()
+    full = await reader.check_no_late_arrivals()
+    assert [e.offset for e in full] == sorted(persisted)
+    assert [int(o.split("-")[1], 16) for o in sorted(persisted)] == list(range(1, 4 * 2 * 15 + 1))
 
 
 # -- epochs ---------------------------------------------------------------------------------------
