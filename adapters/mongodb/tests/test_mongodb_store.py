@@ -340,6 +340,24 @@ async def test_trimmed_events_are_invisible_at_once_and_purged_after_purge_delay
 
 
 @pytest.mark.mongodb
+async def test_zero_purge_delay_purges_on_the_next_run_and_reads_recheck_the_floor(
+    opener: Opener,
+) -> None:
+    store = opener(max_events=3, max_age=None, purge_delay=0, retention_interval=None)
+    await store.open()
+    events = [await store.persist("s", i) for i in range(10)]
+    assert await store.trim() == 7
+    assert await store.trim() == 0  # purges what the first run trimmed
+    assert await store.database["sio_events"].count_documents({"s": "s"}) == 3
+    assert_same_events(await read_all(store, "s", limit=2), events[7:])
+    assert_same_events(await store.fetch_since("s", events[7].offset, rooms=[]), events[8:])
+    with pytest.raises(OffsetUnavailableError):
+        await store.fetch_since("s", events[2].offset)
+    later = await store.persist("s", "later")
+    assert later.offset > events[-1].offset
+
+
+@pytest.mark.mongodb
 async def test_retention_runs_in_the_background(opener: Opener) -> None:
     store = opener(max_events=5, max_age=None, retention_interval=0.1)
     await store.open()
