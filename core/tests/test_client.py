@@ -454,3 +454,17 @@ async def test_pending_emits_fail_when_the_reconnection_gives_up(make_client: Cl
     finally:
         proc.kill()
         proc.wait(10)
+
+
+async def test_node_cannot_recover_a_client_that_got_no_event_yet(
+    node_url: str, make_client: ClientFactory
+) -> None:
+    """Node's own limit (socket.io#5538), stated in docs/client.md; a Delivery server recovers."""
+    client = make_client()
+    await client.connect(node_url)
+    assert client.offset is None
+    await drop(client)
+    await until(lambda: client.recovery_failed(), "the reconnect")
+    assert client.recovered is False
+    auths = await client.emit("auths")
+    assert set(auths[-1]) == {"pid"}  # the pid alone, as the JS client sends it
