@@ -10,8 +10,10 @@ connected (until its ping timeout)::
         proxy.sever()              # client side reset; server side kept open, silent
         await proxy.wait_upstream_closed(1)   # the server gave up on one old connection
 
-``hold()`` makes it refuse new connections (accepted, then reset) until ``release()``: the
-client keeps retrying on its own, so a test can emit while it is away.
+``target_port`` may be changed at any time: new connections go there (a load balancer
+sending a reconnect to another node). ``hold()`` makes it refuse new connections (accepted,
+then reset) until ``release()``: the client keeps retrying on its own, so a test can emit
+while it is away.
 """
 
 from __future__ import annotations
