@@ -7,6 +7,7 @@ proxy keeps its own reconnection attempts out while the server emits, then lets 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -219,4 +220,27 @@ async def test_js_client_recovers_while_the_server_still_thinks_it_is_connected(
     await wait_numbered(node, 6)
     ticks = node.events("tick")
     assert numbers(ticks) == list(range(7))
+    offsets(ticks)
+
+
+async def test_events_emitted_during_the_replay_are_neither_lost_duplicated_nor_reordered(
+    use_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any], room: str
+) -> None:
+    app = use_app()
+    proxy = await proxy_factory(app.port)
+    first = await connect_js(node, proxy.url, rooms=[room])
+    await go_away(node, proxy)
+    await emit_numbered(app, range(150), room=room)  # missed: the replay takes a while
+
+    async def keep_emitting() -> None:
+        for start in range(150, 300, 10):
+            await emit_numbered(app, range(start, start + 10), room=room)
+
+    emitter = asyncio.create_task(keep_emitting())  # while the client recovers
+    again = await come_back(node, proxy)
+    await emitter
+    assert (again["id"], again["recovered"]) == (first["id"], True)
+    await wait_numbered(node, 299)
+    ticks = node.events("tick")
+    assert numbers(ticks) == list(range(300))
     offsets(ticks)
