@@ -244,3 +244,21 @@ async def test_events_emitted_during_the_replay_are_neither_lost_duplicated_nor_
     ticks = node.events("tick")
     assert numbers(ticks) == list(range(300))
     offsets(ticks)
+
+
+async def test_rerun_connect_false_recovers_without_running_the_connect_handler(
+    use_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any], room: str
+) -> None:
+    app = use_app(extra=("--no-rerun-connect",))
+    proxy = await proxy_factory(app.port)
+    first = await connect_js(node, proxy.url, rooms=[room], data={"user": "hal"})
+    await go_away(node, proxy)
+    await emit_numbered(app, [0], room=room)
+    again = await come_back(node, proxy)
+
+    assert (again["id"], again["recovered"]) == (first["id"], True)
+    await wait_numbered(node, 0)
+    me = await node.call("whoami")
+    assert (me["rooms"], me["session"], me["recovered"]) == ([room], {"user": "hal"}, True)
+    connects = [c for c in await app.control("connects") if c["sid"] == first["id"]]
+    assert len(connects) == 1  # only the first connection ran the handler

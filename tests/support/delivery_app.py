@@ -330,7 +330,10 @@ def build(args: argparse.Namespace) -> tuple[Any, Any | None, TestApp]:
     if args.store != "none":
         from socketio_delivery import Delivery
 
-        options: dict[str, Any] = {"recovery_window": args.recovery_window}
+        options: dict[str, Any] = {
+            "recovery_window": args.recovery_window,
+            "rerun_connect": not args.no_rerun_connect,
+        }
         if args.idempotency_ttl is not None:
             options["idempotency_ttl"] = args.idempotency_ttl
         if args.identity == "session-user":
@@ -435,6 +438,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--redis-manager", default=None, help="AsyncRedisManager URL")
     parser.add_argument("--recovery-window", type=float, default=120.0)
     parser.add_argument("--idempotency-ttl", type=float, default=None)
+    parser.add_argument("--no-rerun-connect", action="store_true", help="Delivery(rerun_connect=False)")
     parser.add_argument(
         "--identity",
         choices=["session", "session-user"],
