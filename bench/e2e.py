@@ -1,6 +1,6 @@
 """End-to-end emit throughput over real WebSockets: plain python-socketio vs Delivery on each store.
 
-    .venv/bin/python bench/e2e.py [--events 1000] [--clients 1,10,100] [--stores all] [--node]
+    .venv/bin/python bench/e2e.py [--events 500] [--clients 1,10,100] [--stores all] [--node]
 
 Each target is a server in its own process (uvicorn, python-socketio 5; ``--node`` adds
 the Node socket.io 4.8 peer with connectionStateRecovery). The clients (python-socketio
@@ -129,7 +129,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--events", type=int, default=1000, help="events per measurement (default 1000)")
+    parser.add_argument("--events", type=int, default=500, help="events per measurement (default 500)")
     parser.add_argument("--clients", default="1,10,100", help="connected clients (default 1,10,100)")
     parser.add_argument("--emitters", type=int, default=16, help="concurrent server emit tasks (default 16)")
     parser.add_argument("--stores", default="all", help="comma-separated: memory,sqlite,redis,mongodb")

@@ -1,6 +1,6 @@
 """Peer: the same end-to-end and replay workloads on the Node socket.io 4.8 server.
 
-    .venv/bin/python bench/peer.py [--events 1000] [--clients 1,10,100] [--missed 1000,10000]
+    .venv/bin/python bench/peer.py [--events 500] [--clients 1,10,100] [--missed 1000,10000]
                                    [--stores memory,sqlite]
 
 The Node server (bench/peer_server.js) runs socket.io 4.8 with ``connectionStateRecovery``
@@ -28,7 +28,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--events", type=int, default=1000, help="events per e2e measurement (default 1000)")
+    parser.add_argument("--events", type=int, default=500, help="events per e2e measurement (default 500)")
     parser.add_argument("--clients", default="1,10,100", help="connected clients (default 1,10,100)")
     parser.add_argument("--missed", default="1000,10000", help="missed events to replay (default 1000,10000)")
     parser.add_argument("--emitters", type=int, default=16, help="concurrent server emit tasks (default 16)")

@@ -4,7 +4,8 @@
 
 For each store and each number E of concurrent emitters, E asyncio tasks each await
 ``store.persist(...)`` in a loop (so concurrent persists can share round trips: group
-commit). In the same run the raw driver writes the same number of events in one go:
+commit); a cell stops early after ``--seconds`` (noted). In the same run the raw driver
+writes the same number of events in one go:
 
 * memory: a JSON round trip per event and one ``list.extend`` (what the memory store copies);
 * sqlite: aiosqlite, one transaction with one ``executemany`` (WAL, synchronous=NORMAL, as the store);
@@ -112,29 +113,40 @@ RAW_NAME = {
 # -- the store -------------------------------------------------------------------------------
 
 
-async def store_persist(store: EventStore, events: int, emitters: int, stream: str = "/") -> float:
-    """Seconds for ``emitters`` tasks to persist ``events`` events (split evenly) into ``stream``."""
+async def store_persist(
+    store: EventStore, events: int, emitters: int, stream: str = "/", seconds: float = 1e9
+) -> tuple[int, float]:
+    """``emitters`` tasks persist ``events`` events (split evenly) into ``stream``.
+
+    They stop early once ``seconds`` have passed. Returns (events persisted, seconds).
+    """
     per = max(1, events // emitters)
+    done = 0
+    start = time.perf_counter()
+    deadline = start + seconds
 
     async def emitter(k: int) -> None:
+        nonlocal done
         for i in range(per):
             await store.persist(stream, {**PAYLOAD, "i": k * per + i}, rooms=ROOMS)
+            done += 1
+            if time.perf_counter() > deadline:
+                return
 
-    start = time.perf_counter()
     await asyncio.gather(*(emitter(k) for k in range(emitters)))
-    return time.perf_counter() - start
+    return done, time.perf_counter() - start
 
 
-async def measure(url: str, events: int, emitters: int) -> float:
-    """Events/s of a new store at ``url`` (opened, warmed up, measured, closed)."""
+async def measure(url: str, events: int, emitters: int, seconds: float) -> tuple[float, str]:
+    """(events/s, note) of a new store at ``url`` (opened, warmed up, measured, closed)."""
     store = open_store(url, max_events=None)
     await store.open()
     try:
         for _ in range(20):
             await store.persist("/warm", PAYLOAD)
-        per = max(1, events // emitters)
-        seconds = await store_persist(store, events, emitters)
-        return per * emitters / seconds
+        done, elapsed = await store_persist(store, events, emitters, seconds=seconds)
+        note = "" if done >= max(1, events // emitters) * emitters else f"time limit: {done} events"
+        return done / elapsed, note
     finally:
         await store.close()
 
@@ -145,6 +157,7 @@ async def main() -> None:
     )
     parser.add_argument("--events", type=int, default=5000, help="events per measurement (default 5000)")
     parser.add_argument("--emitters", default="1,16,256", help="concurrent emitters (default 1,16,256)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="time limit per cell (default 5)")
     parser.add_argument("--stores", default="all", help="comma-separated: memory,sqlite,redis,mongodb")
     args = parser.parse_args()
     counts = [int(x) for x in args.emitters.split(",")]
@@ -154,15 +167,14 @@ async def main() -> None:
             raw_seconds = await RAW[name](stores.fresh(name), args.events)
             raw_rate = args.events / raw_seconds
             for emitters in counts:
-                rate = await measure(stores.fresh(name), args.events, emitters)
-                rows.append(
-                    [name, emitters, rate, RAW_NAME[name], raw_rate, f"{100 * rate / raw_rate:.0f} %"]
-                )
+                rate, note = await measure(stores.fresh(name), args.events, emitters, args.seconds)
+                ratio = f"{100 * rate / raw_rate:.0f} %"
+                rows.append([name, emitters, rate, RAW_NAME[name], raw_rate, ratio, note])
         for name, _why in stores.skipped.items():
-            rows.append([name, "-", None, RAW_NAME[name], None, "skipped"])
+            rows.append([name, "-", None, RAW_NAME[name], None, "skipped", ""])
         table(
             f"Persist throughput, {args.events} events per cell",
-            ["store", "emitters", "store ev/s", "raw driver", "raw ev/s", "store/raw"],
+            ["store", "emitters", "store ev/s", "raw driver", "raw ev/s", "store/raw", "note"],
             rows,
             notes=skipped_notes(stores),
         )

@@ -7,11 +7,12 @@
 ``--rooms``) while a reader tails the stream the way Delivery's tailer does
 (``fetch_since`` from its last offset, page by page). Retention keeps the newest ``--keep``
 events (``max_events``); besides the store's own background retention, ``trim()`` is
-called at every sample, as a periodic job would. At every tenth of the run the table gets a
-sample: the resident memory of this process (it holds the memory store and every client
-driver) and of the store's server process (redis-server, secantusd), and the events the
-reader has seen (a reader that falls more than ``--keep`` events behind gets
-OffsetUnavailableError and resyncs to the newest event, as Delivery's tailer does).
+called at every sample, as a periodic job would. At every tenth of the events (and every
+tenth of ``--seconds``, the time limit per store) the table gets a sample: the resident
+memory of this process (it holds the memory store and every client driver) and of the
+store's server process (redis-server, secantusd), and the events the reader has seen (a
+reader that falls more than ``--keep`` events behind gets OffsetUnavailableError and
+resyncs to the newest event, as Delivery's tailer does).
 Flat RSS columns mean bounded memory. Asserts nothing.
 """
 
@@ -44,7 +45,13 @@ async def count_retained(store: EventStore, stream: str) -> int:
 
 
 async def soak(
-    name: str, store: EventStore, server_pid: int | None, events: int, emitters: int, rooms: int
+    name: str,
+    store: EventStore,
+    server_pid: int | None,
+    events: int,
+    emitters: int,
+    rooms: int,
+    seconds: float,
 ) -> list[list[object]]:
     stream = "/soak"
     done = 0
@@ -70,18 +77,26 @@ async def soak(
 
     step = max(1, events // 10)
     next_mark = step
+    next_time = seconds / 10
+    deadline = time.perf_counter() + seconds
 
     async def emitter(k: int) -> None:
-        nonlocal done, next_mark
+        nonlocal done, next_mark, next_time
         i = k
         while i < events:
             await store.persist(stream, {**PAYLOAD, "i": i}, rooms=(f"room-{i % rooms}",))
             done += 1
             i += emitters
-            if done >= next_mark:
-                next_mark += step
+            now = time.perf_counter()
+            if done >= next_mark or now - start >= next_time:  # every tenth of the events or time
+                while next_mark <= done:
+                    next_mark += step
+                while next_time <= now - start:
+                    next_time += seconds / 10
                 await store.trim(stream)
                 sample()
+            if now > deadline:
+                return
             if i % 64 < emitters:
                 await asyncio.sleep(0)  # the memory store never suspends: let the reader run
 
@@ -113,7 +128,10 @@ async def soak(
     if rows[-1][1] != done:
         sample()
     retained = await count_retained(store, stream)
-    rows[-1].append(f"{retained:,} retained; tailer resynced {resyncs} times (fell behind retention)")
+    note = f"{retained:,} retained; tailer resynced {resyncs} times (fell behind retention)"
+    if done < events:
+        note += f"; time limit ({seconds:.0f} s) reached"
+    rows[-1].append(note)
     return rows
 
 
@@ -124,6 +142,7 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=200_000, help="events per store (default 200000)")
     parser.add_argument("--keep", type=int, default=10_000, help="retention: max_events (default 10000)")
     parser.add_argument("--emitters", type=int, default=64, help="concurrent persist tasks (default 64)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="time limit per store (default 60)")
     parser.add_argument("--rooms", type=int, default=100, help="rooms the events cycle over (default 100)")
     parser.add_argument("--stores", default="all", help="comma-separated: memory,sqlite,redis,mongodb")
     args = parser.parse_args()
@@ -135,7 +154,13 @@ async def main() -> None:
             await store.open()
             try:
                 rows += await soak(
-                    name, store, stores.server_pid(name), args.events, args.emitters, args.rooms
+                    name,
+                    store,
+                    stores.server_pid(name),
+                    args.events,
+                    args.emitters,
+                    args.rooms,
+                    args.seconds,
                 )
             except Exception as exc:
                 rows.append([name, None, None, None, None, None, f"{type(exc).__name__}: {exc}"[:90]])
