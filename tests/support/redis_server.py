@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -168,7 +169,9 @@ class RedisServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent,  # only calls prctl: safe after fork
+            # Only calls prctl: safe after fork. Linux signals the child when the *thread*
+            # that forked it ends, so only a main-thread start can use it (else: atexit).
+            preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
         )
         if self not in _running:
             _running.append(self)
