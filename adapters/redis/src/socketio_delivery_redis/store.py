@@ -85,6 +85,8 @@ _OFFSET = re.compile(r"([0-9a-f]{8})-([0-9a-f]{16})-([0-9a-f]{16})")
 _PREFIX = re.compile(r"[^{}\s]{1,64}")
 #: What the driver raises: wrapped as StoreError / StoreUnavailableError at the edge.
 _DRIVER_ERRORS = (RedisError, RedisClusterException, OSError)
+#: Most events one persist batch removes by count (the rest: the next batches, or trim()).
+_PERSIST_TRIM_CHUNK = 2000
 #: A fetch that has found events stops after examining this many scan steps (a short page).
 _STEPS_WITH_RESULTS = 10
 
@@ -458,9 +460,10 @@ class RedisEventStore:
             secrets.token_hex(8),  # batch token
             maxlen,
             age_ms,
-            opts.trim_chunk,
-            max(100, maxlen // 10),  # count excess tolerated before a trim
-            max(1000, age_ms // 10),  # age excess tolerated before a trim
+            # Small, frequent steps on the write path: a trim never holds Redis for long.
+            min(opts.trim_chunk, _PERSIST_TRIM_CHUNK),
+            min(max(100, maxlen // 10), _PERSIST_TRIM_CHUNK // 2),  # count excess tolerated
+            max(1000, age_ms // 10),  # age excess (ms) tolerated before a trim
         ]
         for op in ops:
             args += op.args
