@@ -10,6 +10,9 @@ JSON command per line on stdin:
 * ``{"cmd": "dump", "path": ...}``: write the event log and the connect records as JSON;
 * ``{"cmd": "stop"}``: shut down cleanly.
 
+With ``CHAOS_PROFILE=/some/prefix`` in the environment the process runs under cProfile and
+writes ``/some/prefix.<pid>`` when it stops.
+
 Each connect that is not a recovery joins the rooms the client names in ``auth`` and
 records ``{"client", "sid", "rooms", "boundary"}`` in the meta stream, where
 ``boundary`` is the log position read *after* joining: every event after it that
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
 import secrets
 import sys
@@ -276,4 +280,10 @@ async def main(config: dict[str, Any]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(json.loads(sys.argv[1])))
+    profile = os.environ.get("CHAOS_PROFILE")  # a file name: cProfile the server into it
+    if profile:
+        import cProfile
+
+        cProfile.run("asyncio.run(main(json.loads(sys.argv[1])))", f"{profile}.{os.getpid()}")
+    else:
+        asyncio.run(main(json.loads(sys.argv[1])))
