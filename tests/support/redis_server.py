@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-__all__ = ["RedisClusterNodes", "RedisServer"]
+__all__ = ["RedisClusterNodes", "RedisSentinel", "RedisServer"]
 
 _START_TIMEOUT = 10.0
 _running: list[RedisServer] = []
@@ -286,6 +286,75 @@ class RedisClusterNodes:
     def close(self) -> None:
         for node in self.nodes:
             node.close()
+
+
+class RedisSentinel:
+    """One ``redis-server --sentinel`` watching a primary (a :class:`RedisServer`) as ``mymaster``.
+
+    ::
+
+        sentinel = RedisSentinel(primary)
+        sentinel.start()
+        sentinel.address   # ('127.0.0.1', PORT), for redis.asyncio.sentinel.Sentinel([...])
+        sentinel.close()
+    """
+
+    service = "mymaster"
+
+    def __init__(self, primary: RedisServer) -> None:
+        self.primary = primary
+        self.port = _free_port()
+        self.dir = tempfile.mkdtemp(prefix="sd-sentinel-")
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def start(self) -> None:
+        conf = os.path.join(self.dir, "sentinel.conf")
+        with open(conf, "w", encoding="utf-8") as f:  # sentinel rewrites its config file
+            f.write(
+                f"port {self.port}\nbind 127.0.0.1\nprotected-mode no\ndir {self.dir}\n"
+                f"logfile {os.path.join(self.dir, 'sentinel.log')}\n"
+                f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} 1\n"
+                f"sentinel down-after-milliseconds {self.service} 5000\n"
+            )
+        self.process = subprocess.Popen(
+            [self.primary.executable, conf, "--sentinel"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + _START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
+            if self._knows_primary():
+                return
+            time.sleep(0.05)
+        self.close()
+        pytest.fail("redis sentinel did not start", pytrace=False)
+
+    def _knows_primary(self) -> bool:
+        query = f"SENTINEL get-master-addr-by-name {self.service}\r\n".encode()
+        try:
+            with socket.create_connection(self.address, timeout=0.5) as sock:
+                sock.sendall(query)
+                return str(self.primary.port).encode() in sock.recv(256)
+        except OSError:
+            return False
+
+    def close(self) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @atexit.register

@@ -15,8 +15,9 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel
 from redis.crc import key_slot
-from redis_server import RedisClusterNodes, RedisServer
+from redis_server import RedisClusterNodes, RedisSentinel, RedisServer
 from socketio_delivery import open_store
 from socketio_delivery.errors import (
     ConfigurationError,
@@ -553,3 +554,24 @@ async def test_restart_under_load_loses_no_reported_event_and_duplicates_none(
     offsets = {e.data: e.offset for e in stored}
     lost = [tag for tag, offset in reported.items() if offsets.get(tag) != offset]
     assert not lost, f"{len(lost)} reported events are missing or moved: {lost[:5]}"
+
+
+# -- Sentinel ------------------------------------------------------------------------------------------
+async def test_sentinel_client_object(redis_server_factory: Callable[..., RedisServer]) -> None:
+    primary = redis_server_factory(persistent=False)
+    sentinel = RedisSentinel(primary)
+    sentinel.start()
+    try:
+        client = Sentinel([sentinel.address]).master_for(RedisSentinel.service)
+        store = RedisEventStore.from_client(client, prefix=prefix())
+        await store.open()
+        events = list(await asyncio.gather(*(store.persist("/", i, rooms=["r"]) for i in range(20))))
+        events.sort(key=lambda e: e.offset)
+        assert_same_events(await read_all(store, "/", rooms=["r"]), events)
+        await store.save_session("pid", {"a": 1}, 30)
+        assert await store.claim_session("pid") == {"a": 1}
+        await store.close()
+        await client.aclose()
+    finally:
+        sentinel.close()
+        primary.close()
