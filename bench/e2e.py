@@ -71,7 +71,16 @@ async def run_target(
                 rate = events / seconds
                 rows.append([count, rate, rate * count, server_cpu, client_cpu, ""])
             except Exception as exc:
-                rows.append([count, None, None, None, None, f"{type(exc).__name__}: {exc}"[:90]])
+                rows.append(
+                    [
+                        count,
+                        None,
+                        None,
+                        None,
+                        None,
+                        f"{type(exc).__name__}: {exc or 'no answer in time'}"[:90],
+                    ]
+                )
             finally:
                 await close_all(clients)
                 await asyncio.sleep(0.2)

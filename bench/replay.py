@@ -81,7 +81,18 @@ async def run_target(target: Target, sizes: list[int], emitters: int) -> list[li
             try:
                 rows.append([n, *await replay_once(target, ctl, n, emitters)])
             except Exception as exc:
-                rows.append([n, None, None, None, "NO", None, None, f"{type(exc).__name__}: {exc}"[:90]])
+                rows.append(
+                    [
+                        n,
+                        None,
+                        None,
+                        None,
+                        "NO",
+                        None,
+                        None,
+                        f"{type(exc).__name__}: {exc or 'no answer in time'}"[:90],
+                    ]
+                )
         await ctl.disconnect()
     return rows
 

@@ -35,15 +35,18 @@ SMALL: dict[str, list[str]] = {
     "persist": [],
     "e2e": ["--node"],
     "replay": ["--node"],
-    "soak": [],
-    "growth": [],
+    "soak": ["--seconds", "30"],
+    "growth": ["--fill-seconds", "30"],
 }
 BIG: dict[str, list[str]] = {
     "persist": ["--events", "20000"],
     "e2e": ["--node", "--events", "5000"],
     "replay": ["--node", "--missed", "1000,10000,100000"],
-    "soak": ["--events", "1000000"],
-    "growth": ["--lengths", "0,10000,100000,1000000", "--missed", "1000,10000,100000"],
+    "soak": ["--events", "1000000", "--seconds", "900"],
+    "growth": [
+        *("--lengths", "0,10000,100000,1000000", "--missed", "1000,10000,100000"),
+        *("--fill-seconds", "300"),
+    ],
 }
 
 
