@@ -20,7 +20,7 @@ from e2e_pyclient import PyClient
 from e2e_steps import connect_js
 
 AppFactory = Callable[..., DeliveryAppProcess]
-RETRYING = {"retries": 20, "ackTimeout": 250}
+RETRYING: dict[str, Any] = {"retries": 20, "ackTimeout": 250}
 
 
 def new_key() -> str:

@@ -102,6 +102,11 @@ class TestApp:
         reason: str | None = self.delivery.recovery_failed(sid, namespace)
         return reason
 
+    def require_delivery(self) -> Any:
+        if self.delivery is None:
+            raise RuntimeError("this op needs Delivery (the app runs with --store none)")
+        return self.delivery
+
     def gate(self, name: str) -> asyncio.Event:
         return self.gates.setdefault(name, asyncio.Event())
 
@@ -148,12 +153,13 @@ class TestApp:
         """
         from socketio_delivery.recovery import session_key
 
-        store, key = self.delivery.store, session_key(namespace, pid)
+        delivery = self.require_delivery()
+        store, key = delivery.store, session_key(namespace, pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             record = await store.claim_session(key)
             if record is not None:
-                await store.save_session(key, record, self.delivery.recovery_window)
+                await store.save_session(key, record, delivery.recovery_window)
                 return record
             await asyncio.sleep(0.02)
         raise TimeoutError(f"no session saved for pid {pid!r} on {namespace}")
@@ -181,10 +187,9 @@ class TestApp:
                 )
             return {"emitted": len(batch)}
         if op == "publish":
-            if self.delivery is None:
-                raise RuntimeError("publish needs Delivery (the app runs with --store none)")
+            delivery = self.require_delivery()
             offsets = [
-                await self.delivery.publish(
+                await delivery.publish(
                     spec["event"],
                     data,
                     to=spec.get("to"),
@@ -206,7 +211,7 @@ class TestApp:
         if op == "runs":
             return self.runs
         if op == "trim":
-            return {"trimmed": await self.delivery.store.trim()}
+            return {"trimmed": await self.require_delivery().store.trim()}
         if op == "wait_saved":
             return await self.wait_saved(spec["pid"], namespace)
         if op == "release":
