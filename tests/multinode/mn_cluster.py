@@ -83,11 +83,14 @@ class Cluster:
         self,
         *,
         store: str,
+        kind: str = "",
         redis_manager: str | None = None,
         names: Iterable[str] = NODES,
         extra: Iterable[str] = (),
     ) -> None:
         self.store = store
+        #: which store (``redis``, ``mongodb``), for tests that scale their load to it
+        self.kind = kind or store.split(":", 1)[0]
         self.redis_manager = redis_manager
         self.nodes = {
             name: NodeProcess(store=store, redis_manager=redis_manager, extra=list(extra)) for name in names
