@@ -36,7 +36,12 @@ from typing import Any
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
-from socketio_delivery.errors import ConfigurationError, InvalidArgumentError, StoreUnavailableError
+from socketio_delivery.errors import (
+    ConfigurationError,
+    InvalidArgumentError,
+    StoreError,
+    StoreUnavailableError,
+)
 from socketio_delivery.store import DEFAULT_PAGE_SIZE, Capability, Event, KeyState, Reservation, new_id
 from socketio_delivery.validate import check_key, check_limit, check_rooms, check_stream, check_ttl
 
@@ -62,6 +67,8 @@ _SCALARS = (str, int, float, bool, type(None))
 #: How long past ``max_age`` (plus ``purge_delay``) the TTL index deletes an event that no
 #: retention run has trimmed (a backstop: every open store trims every ``retention_interval``).
 TTL_BACKSTOP = 3600.0
+#: What fails a persist batch without stopping the writer (a closed store raises StoreError).
+_WRITE_ERRORS: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, StoreError)
 #: Server error code of a hint naming no index (the collection was dropped with its indexes).
 _BAD_HINT = 2
 #: Default for ``serverSelectionTimeoutMS`` when the URL sets none (PyMongo's is 30 s).
@@ -181,7 +188,10 @@ class MongoEventStore:
         return self._db
 
     def _collection(self, name: str) -> Any:
-        return self._db[self.options.prefix + name]
+        db = self._db
+        if db is None:  # closed while the call was under way
+            raise StoreUnavailableError(f"{self!r} is not open: await store.open() first")
+        return db[self.options.prefix + name]
 
     async def open(self) -> None:
         async with self._open_lock:
@@ -311,6 +321,13 @@ class MongoEventStore:
                 by_stream.setdefault(op.stream, []).append(op)
             try:
                 await asyncio.gather(*(self._write_stream(s, ops) for s, ops in by_stream.items()))
+            except Exception as exc:  # a bug, not the server: fail this batch, keep writing
+                log.exception("%r: persist batch failed", self)
+                error = StoreError(f"{self!r}: persist failed: {type(exc).__name__}: {exc}")
+                error.__cause__ = exc
+                for op in batch:
+                    if not op.future.done():
+                        op.future.set_exception(error)
             except BaseException as exc:  # cancelled (loop shutdown): nobody waits forever
                 error = StoreUnavailableError(f"{self!r} writer stopped")
                 error.__cause__ = exc
@@ -328,7 +345,7 @@ class MongoEventStore:
             try:
                 state = await self._tail(stream)
                 written, pending = await self._insert(stream, state, pending)
-            except DRIVER_ERRORS as exc:
+            except _WRITE_ERRORS as exc:
                 self._next.pop(stream, None)
                 error = store_error(exc, "persist")
                 for op in pending:
