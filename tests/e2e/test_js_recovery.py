@@ -262,3 +262,31 @@ async def test_rerun_connect_false_recovers_without_running_the_connect_handler(
     assert (me["rooms"], me["session"], me["recovered"]) == ([room], {"user": "hal"}, True)
     connects = [c for c in await app.control("connects") if c["sid"] == first["id"]]
     assert len(connects) == 1  # only the first connection ran the handler
+
+
+@pytest.mark.parametrize("received", [False, True], ids=["never-received-an-event", "received-one-long-ago"])
+async def test_idle_js_client_recovers_after_retention_trimmed_other_rooms_events(
+    make_app: AppFactory,
+    node: NodeClient,
+    proxy_factory: Callable[[int], Any],
+    sqlite_url: str,
+    room: str,
+    received: bool,
+) -> None:
+    """Node #5282: an idle socket whose offset was purged cannot recover, though it missed nothing."""
+    app = make_app(store=f"{sqlite_url}?max_events=3")
+    proxy = await proxy_factory(app.port)
+    first = await connect_js(node, proxy.url, rooms=[room])
+    if received:
+        await emit_numbered(app, [0], room=room)
+        await wait_numbered(node, 0)
+    await emit_numbered(app, range(100, 110), room=f"{room}-busy")  # traffic it is not part of
+    await app.control("trim")  # its connect position and its last offset are gone from the store
+
+    await go_away(node, proxy)
+    await emit_numbered(app, [1], room=room)
+    again = await come_back(node, proxy)
+
+    assert (again["id"], again["recovered"]) == (first["id"], True)
+    await wait_numbered(node, 1)
+    assert numbers(node.events("tick")) == ([0, 1] if received else [1])
