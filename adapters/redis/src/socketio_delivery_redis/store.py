@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import inspect
 import json
 import logging
 import re
@@ -37,24 +36,15 @@ from collections import deque
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.connection import (
-    URL_QUERY_ARGUMENT_PARSERS,
-    AbstractConnection,
-    Connection,
-    ConnectionPool,
-    SSLConnection,
-    UnixDomainSocketConnection,
-)
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from socketio_delivery.config import StoreOptions, build_options, parse_url, redact
+from socketio_delivery.config import StoreOptions, build_options, redact
 from socketio_delivery.errors import (
     ConfigurationError,
     InvalidArgumentError,
@@ -75,12 +65,12 @@ from socketio_delivery.validate import (
 
 from . import _scripts
 from ._scripts import INLINE_LIMIT, Script
+from ._url import split_url
 
 __all__ = ["RedisEventStore", "RedisOptions"]
 
 log = logging.getLogger("socketio_delivery_redis")
 
-SCHEMES = ("redis", "rediss", "unix")
 _OFFSET = re.compile(r"([0-9a-f]{8})-([0-9a-f]{16})-([0-9a-f]{16})")
 _PREFIX = re.compile(r"[^{}\s]{1,64}")
 #: What the driver raises: wrapped as StoreError / StoreUnavailableError at the edge.
@@ -181,26 +171,6 @@ def _redis_id(raw: bytes | str) -> tuple[int, int]:
     return int(ms), int(seq)
 
 
-def _url_parameters(scheme: str) -> set[str]:
-    """Query parameters redis-py accepts in a URL of ``scheme`` (passed through to it)."""
-    connection: type[AbstractConnection] = {
-        "redis": Connection,
-        "rediss": SSLConnection,
-        "unix": UnixDomainSocketConnection,
-    }[scheme]
-    names = set(URL_QUERY_ARGUMENT_PARSERS) | {"max_connections"}
-    for cls in (*connection.__mro__, ConnectionPool):
-        init = cls.__dict__.get("__init__")
-        if init is not None:
-            names |= {p.name for p in inspect.signature(init).parameters.values() if p.kind is p.KEYWORD_ONLY}
-            names |= {
-                p.name
-                for p in inspect.signature(init).parameters.values()
-                if p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"
-            }
-    return names - {"connection_class", "path", "host", "port", "encoder_class", "parser_class"}
-
-
 class _StreamKeys:
     """The keys of one stream; they share the hash tag ``{<stream>}`` (one cluster slot)."""
 
@@ -255,35 +225,8 @@ class RedisEventStore:
         connection parameters (``socket_timeout``, ``ssl_cert_reqs``, ``db``, ...), which
         are passed on to it: ``redis://cache:6379/2?prefix=chat&max_events=50000``.
         """
-        parsed = parse_url(url)
-        if parsed.scheme not in SCHEMES:
-            raise ConfigurationError(
-                f"RedisEventStore opens redis://, rediss:// and unix:// URLs, got {parsed}"
-            )
-        if parsed.scheme == "unix" and parsed.query.get("cluster", "").lower() in ("1", "true", "yes", "on"):
-            raise ConfigurationError(f"a Redis Cluster is reached over TCP, not a unix socket: {parsed}")
-        if parsed.scheme == "unix" and not parsed.path:
-            raise ConfigurationError(
-                f"a unix:// URL needs a socket path (unix:///run/redis.sock), got {parsed}"
-            )
-        ours = {f.name for f in dataclasses.fields(RedisOptions)}
-        passthrough = _url_parameters(parsed.scheme)
-        for name in parsed.query:
-            if name not in ours and name not in passthrough:
-                raise ConfigurationError(
-                    f"unknown option {name!r} in {parsed}: store options are {', '.join(sorted(ours))}; "
-                    f"redis-py connection parameters (socket_timeout, ssl_cert_reqs, ...) are passed on"
-                )
-        own_url = dataclasses.replace(parsed, query={k: v for k, v in parsed.query.items() if k in ours})
+        own_url, redis_url = split_url(url, {f.name for f in dataclasses.fields(RedisOptions)})
         store_options = build_options(RedisOptions, own_url, options)
-        base, _, query = url.partition("?")
-        rest = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in ours]
-        redis_url = base + ("?" + urlencode(rest) if rest else "")
-        try:  # redis-py checks its parameters when it makes a connection: do it now (no I/O)
-            pool = ConnectionPool.from_url(redis_url)
-            pool.connection_class(**pool.connection_kwargs)
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(f"invalid redis-py connection parameters in {parsed}: {exc}") from exc
         return cls(url=redis_url, options=store_options)
 
     @classmethod
