@@ -95,19 +95,26 @@ async def test_js_client_recovers_again_and_again(
     first = await connect_js(node, proxy.url, rooms=[room], data={"user": "bob"})
     await emit_numbered(app, [0], room=room)
     await wait_numbered(node, 0)
+    rooms = [room]
 
     for round_ in range(3):
+        # what changed since the last recovery is what the next one restores
+        joined = f"{room}-{round_}"
+        rooms = sorted([*rooms, joined])
+        assert await node.call("join", joined) == rooms
+        assert (await node.call("set_data", {"round": round_}))["round"] == round_
         await go_away(node, proxy)
-        await emit_numbered(app, range(1 + 3 * round_, 4 + 3 * round_), room=room)
+        await emit_numbered(app, range(1 + 3 * round_, 3 + 3 * round_), room=room)
+        await emit_numbered(app, [3 + 3 * round_], room=joined)  # to the room joined after a recovery
         again = await come_back(node, proxy)
         assert (again["id"], again["recovered"]) == (first["id"], True), f"drop {round_ + 1}"
         await wait_numbered(node, 3 + 3 * round_)
+        me = await node.call("whoami")
+        assert (me["rooms"], me["session"]) == (rooms, {"user": "bob", "round": round_})
 
     ticks = node.events("tick")
     assert numbers(ticks) == list(range(10))
     offsets(ticks)
-    me = await node.call("whoami")
-    assert (me["rooms"], me["session"]) == ([room], {"user": "bob"})
 
 
 async def test_js_client_recovers_when_the_client_drops_its_own_transport(
