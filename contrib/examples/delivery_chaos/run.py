@@ -17,6 +17,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -120,6 +121,13 @@ class Proc:
     async def request(self, cmd: dict[str, Any], kind: str, timeout: float) -> dict[str, Any]:
         self.send(cmd)
         return await self.expect(kind, timeout)
+
+    async def dump_and_kill(self) -> None:
+        """Ask a hung process for its task stacks (SIGUSR1), then kill it."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGUSR1)
+            await asyncio.sleep(1.0)
+        self.kill()
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -287,6 +295,7 @@ async def run_scenario(
     workers: list[Proc] = []
     restarts = 0
     dump_path = folder / "log.json"
+    stop_failures: list[str] = []
     try:
         await cluster.start()
         workers = await start_workers(scenario, folder, env, cluster.url)
@@ -350,7 +359,11 @@ async def run_scenario(
             await worker.expect("finished", scenario.settle_timeout + 60)
         await first.request({"cmd": "dump", "path": str(dump_path)}, "dumped", 120)
         for node in cluster.nodes:
-            await node.request({"cmd": "stop"}, "stopped", 30)
+            try:
+                await node.request({"cmd": "stop"}, "stopped", 30)
+            except HarnessError:
+                await node.dump_and_kill()
+                stop_failures.append(f"{node.name}: did not stop within 30 s (task stacks in its log)")
         await cluster.wait_all()
         for worker in workers:
             await worker.wait()
@@ -371,7 +384,7 @@ async def run_scenario(
         checks=check_run(dump, results),
         elapsed=time.monotonic() - started,
         server_restarts=restarts,
-        server_log_errors=cluster.log_errors(),
+        server_log_errors=stop_failures + cluster.log_errors(),
         client_impl=impl,
         folder=str(folder),
         log_events=len(dump["events"]),

@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -222,6 +223,14 @@ def write_json(path: str, obj: Any) -> None:
     Path(path).write_text(json.dumps(obj))
 
 
+def dump_tasks() -> None:
+    """SIGUSR1: print every asyncio task's stack to stderr (sent before a hung node is killed)."""
+    for task in asyncio.all_tasks():
+        print(f"--- {task!r}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
 def reply(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
@@ -254,6 +263,7 @@ async def main(config: dict[str, Any]) -> None:
     reply({"type": "listening", "boot": chaos.boot})
 
     loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGUSR1, dump_tasks)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while True:
