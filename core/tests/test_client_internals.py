@@ -59,7 +59,7 @@ def test_a_reshaped_method_fails_loudly() -> None:
     message = str(info.value)
     assert "_handle_connect('self', 'namespace', 'data', 'extra')" in message
     assert "_send_packet is no longer a coroutine function" in message
-    assert "python-socketio>=5.12,<5.19" in message
+    assert "python-socketio>=5.18,<5.19" in message
 
 
 def test_delivery_client_is_a_python_socketio_client() -> None:

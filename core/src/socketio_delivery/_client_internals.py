@@ -15,7 +15,8 @@ implements. :func:`check_socketio_compatibility` runs at import time and fails l
 upgrade of python-socketio renamed or reshaped any of them; ``core/tests/test_client_internals.py``
 runs it too, so an upgrade breaks the test run, not the first reconnect in production.
 
-Supported: python-socketio >= 5.12, < 5.19 (the range pinned in ``core/pyproject.toml``).
+Supported: python-socketio >= 5.18, < 5.19 (the range pinned in ``core/pyproject.toml``;
+the client parts alone also work on 5.12-5.17).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def check_socketio_compatibility(client_class: type[Any] | None = None) -> None:
         raise SocketIOIncompatibleError(
             f"socketio_delivery.client does not support python-socketio {installed}: "
             + "; ".join(problems)
-            + ". Supported: python-socketio>=5.12,<5.19."
+            + ". Supported: python-socketio>=5.18,<5.19."
         )
 
 

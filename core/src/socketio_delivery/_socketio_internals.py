@@ -1,6 +1,6 @@
 """Every use of python-socketio's private API, in one place.
 
-python-socketio (checked: 5.12 to 5.18) has no public hook for what connection state
+python-socketio (5.18) has no public hook for what connection state
 recovery needs: a ``pid`` in the CONNECT reply, reusing an old sid, sending missed
 events before the CONNECT reply, and seeing each client event (for processed-once
 handling) and each disconnect reason. This module installs those hooks on ONE server
@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 #: The python-socketio releases this module was written and tested against.
-SUPPORTED = ((5, 12), (5, 19))  # >= 5.12, < 5.19
+SUPPORTED = ((5, 18), (5, 19))  # >= 5.18, < 5.19 (AsyncManager.pre_connect is new in 5.18)
 
 #: While set (inside one connect task), the next sid the server generates is this one.
 forced_sid: contextvars.ContextVar[str | None] = contextvars.ContextVar("forced_sid", default=None)

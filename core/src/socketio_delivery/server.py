@@ -62,6 +62,10 @@ RESYNC_EVENT = "delivery:resync"
 _RESERVED = frozenset({"connect", "disconnect", "connect_error", RESYNC_EVENT})
 _EXPLICIT_DISCONNECTS = frozenset({"client disconnect", "server disconnect"})
 _STORE_UNAVAILABLE = "store unavailable"
+#: how long a reconnect waits for an attempt with the same pid under way in this process
+_ATTEMPT_WAIT = 30.0
+#: before a missed claim is tried again (an attempt on another node may put the record back)
+_CLAIM_RETRY_DELAY = 0.5
 
 Identity = Callable[[str, str], "str | Awaitable[str]"]
 
@@ -127,6 +131,8 @@ class Delivery:
         self._states: dict[tuple[str, str], SessionState] = {}
         self._tailers: dict[str, Tailer] = {}
         self._dirty: set[tuple[str, str]] = set()
+        #: session key -> set when the connect that claimed it is over
+        self._attempts: dict[str, asyncio.Event] = {}
         self._lock = asyncio.Lock()
         self._opened = False
         self._closing = False
@@ -336,69 +342,74 @@ class Delivery:
         if failure is not None:
             log.info("connection to %s did not recover: %s", namespace, failure)
 
-        if old is not None:
-            sid = old.sid
-            stale = self._states.get((namespace, sid))
-            if stale is not None:  # the old transport is not closed yet: this reconnect wins
-                stale.superseded = True
-                await sio.disconnect(sid, namespace=namespace, ignore_queue=True)
-        else:
-            sid = sio.eio.generate_id()
-        held = start is not None
-        if held:
-            tailer.held[sid] = None
-        internals.forced_sid.set(sid)
-        try:
-            registered = await manager.pre_connect(eio_sid, namespace)
-        finally:
-            internals.forced_sid.set(None)
-        if registered is None:
-            tailer.held.pop(sid, None)
-            await internals.send_connect_error(sio, eio_sid, namespace, "Unable to connect")
-            return
-        state = SessionState(
-            sid=sid,
-            pid=old.pid if old else self.store.generate_id(),
-            namespace=namespace,
-            offset=old.offset if old else tailer.position,
-            rooms=old.rooms if old else {},
-            token=new_id(),
-            recovered=old is not None,
-            recovery_failed=failure,
-        )
-        self._states[(namespace, sid)] = state
+        attempt = self._attempts.get(old.key) if old is not None else None
         try:
             if old is not None:
-                for room in state.rooms:
-                    manager.basic_enter_room(sid, namespace, room)
-                if old.data is not None:
-                    await self._save_session(sid, old.data, namespace)
-            if old is not None and not self.rerun_connect:
-                outcome = internals.ConnectOutcome(True)
+                sid = old.sid
+                stale = self._states.get((namespace, sid))
+                if stale is not None:  # the old transport is not closed yet: this reconnect wins
+                    stale.superseded = True
+                    await sio.disconnect(sid, namespace=namespace, ignore_queue=True)
             else:
-                outcome = await internals.run_connect_handler(sio, eio_sid, sid, namespace, request.auth)
-        except BaseException:
-            await self._abandon(state, tailer, old)
-            raise
-        if not outcome.accepted:
-            await self._abandon(state, tailer, old)
-            await internals.send_connect_error(sio, eio_sid, namespace, outcome.reason)
-            return
-        if held:
-            assert start is not None
+                sid = sio.eio.generate_id()
+            held = start is not None
+            if held:
+                tailer.held[sid] = None
+            internals.forced_sid.set(sid)
             try:
-                await self._replay(state, tailer, eio_sid, start, explicit=old is None)
-            except BaseException:
+                registered = await manager.pre_connect(eio_sid, namespace)
+            finally:
+                internals.forced_sid.set(None)
+            if registered is None:
                 tailer.held.pop(sid, None)
-                raise
-        else:
-            await internals.send_connect(sio, eio_sid, namespace, {"sid": sid, "pid": state.pid})
-            await manager.connect(sid, namespace)
-        if state.recovery_failed is not None:
-            await internals.send_event(
-                sio, eio_sid, namespace, [RESYNC_EVENT, {"reason": state.recovery_failed}]
+                await internals.send_connect_error(sio, eio_sid, namespace, "Unable to connect")
+                return
+            state = SessionState(
+                sid=sid,
+                pid=old.pid if old else self.store.generate_id(),
+                namespace=namespace,
+                offset=old.offset if old else tailer.position,
+                rooms=old.rooms if old else {},
+                token=new_id(),
+                recovered=old is not None,
+                recovery_failed=failure,
             )
-        await self._save(state)
+            self._states[(namespace, sid)] = state
+            try:
+                if old is not None:
+                    for room in state.rooms:
+                        manager.basic_enter_room(sid, namespace, room)
+                    if old.data is not None:
+                        await self._save_session(sid, old.data, namespace)
+                if old is not None and not self.rerun_connect:
+                    outcome = internals.ConnectOutcome(True)
+                else:
+                    outcome = await internals.run_connect_handler(sio, eio_sid, sid, namespace, request.auth)
+            except BaseException:
+                await self._abandon(state, tailer, old)
+                raise
+            if not outcome.accepted:
+                await self._abandon(state, tailer, old)
+                await internals.send_connect_error(sio, eio_sid, namespace, outcome.reason)
+                return
+            if held:
+                assert start is not None
+                try:
+                    await self._replay(state, tailer, eio_sid, start, explicit=old is None)
+                except BaseException:
+                    tailer.held.pop(sid, None)
+                    raise
+            else:
+                await internals.send_connect(sio, eio_sid, namespace, {"sid": sid, "pid": state.pid})
+                await manager.connect(sid, namespace)
+            if state.recovery_failed is not None:
+                await internals.send_event(
+                    sio, eio_sid, namespace, [RESYNC_EVENT, {"reason": state.recovery_failed}]
+                )
+            await self._save(state)
+        finally:
+            if old is not None and attempt is not None:
+                self._end_attempt(old.key, attempt)
 
     async def _claim(
         self, namespace: str, request: ConnectRequest
@@ -408,23 +419,51 @@ class Delivery:
         Returns ``(state, replay start, None)``, or ``(None, None, why not)``.
         """
         assert request.pid is not None
+        key = session_key(namespace, request.pid)
         try:
-            record = await self.store.claim_session(session_key(namespace, request.pid))
+            record = await self._claim_record(key)
         except DeliveryError as exc:
             log.error("could not read a session to recover (%s)", exc)
             return None, None, _STORE_UNAVAILABLE
         old = SessionState.from_record(record, namespace, request.pid) if record is not None else None
         if old is None:
             return None, None, "unknown, expired or already used session"
+        attempt = self._attempts[key] = asyncio.Event()
         start = old.offset
         if request.offset is not None and request.offset > start:
             start = request.offset
         failure = await self._check_start(namespace, start)
         if failure is None:
             return old, start, None
+        self._end_attempt(key, attempt)
         if failure == _STORE_UNAVAILABLE:
             await self._put_back(old)
         return None, None, failure
+
+    async def _claim_record(self, key: str) -> dict[str, Any] | None:
+        """Claim a session record, waiting for an attempt with the same pid that is under way.
+
+        A client that gave up on a slow CONNECT reply comes back while its first attempt
+        still holds the record: it waits for that attempt (which then recovered or put the
+        record back) instead of losing the session. A miss is retried once after a moment,
+        for an attempt under way on another node.
+        """
+        for retry in (True, False):
+            pending = self._attempts.get(key)
+            if pending is not None:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(pending.wait(), _ATTEMPT_WAIT)
+            record = await self.store.claim_session(key)
+            if record is not None or not retry:
+                return record
+            if pending is None and key not in self._attempts:
+                await asyncio.sleep(_CLAIM_RETRY_DELAY)
+        return None
+
+    def _end_attempt(self, key: str, attempt: asyncio.Event) -> None:
+        attempt.set()
+        if self._attempts.get(key) is attempt:
+            del self._attempts[key]
 
     async def _check_start(self, namespace: str, start: str) -> str | None:
         """``None`` when a replay can start after ``start``, otherwise why it cannot."""
