@@ -139,6 +139,18 @@ async def test_a_client_or_database_the_app_has_is_used_and_left_open(
 
 
 @pytest.mark.mongodb
+async def test_own_client_journals_writes_unless_the_url_sets_a_write_concern(
+    opener: Opener, mongo_url: str
+) -> None:
+    plain = opener()
+    await plain.open()
+    assert plain.database.write_concern.document == {"j": True}
+    chosen = opener(f"{mongo_url}?w=majority")
+    await chosen.open()
+    assert chosen.database.write_concern.document == {"w": "majority"}
+
+
+@pytest.mark.mongodb
 async def test_client_default_database_is_used_when_none_is_given(mongo_server: MongoServer) -> None:
     name = f"t_{uuid.uuid4().hex[:12]}"
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(f"{mongo_server.url}/{name}")

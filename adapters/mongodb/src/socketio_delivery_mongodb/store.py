@@ -33,6 +33,7 @@ from collections import deque
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
@@ -221,9 +222,12 @@ class MongoEventStore:
         if self._uri is not None:
             from pymongo import AsyncMongoClient
 
+            named = {key.lower() for key, _ in parse_qsl(self._uri.partition("?")[2])}
             kwargs: dict[str, Any] = {}
-            if "serverselectiontimeoutms" not in self._uri.lower():
+            if "serverselectiontimeoutms" not in named:
                 kwargs["serverSelectionTimeoutMS"] = _SELECTION_TIMEOUT_MS
+            if not named & {"journal", "w", "wtimeoutms"}:
+                kwargs["journal"] = True  # acknowledged = journaled: survives a crash of the server
             client: Any = AsyncMongoClient(self._uri, **kwargs)
             return client[self._database_name or DEFAULT_DATABASE], client
         given: Any = self._given
