@@ -478,3 +478,20 @@ async def test_no_loss_duplicate_or_reorder_across_repeated_drops(
     assert [a["item"] for a in acks] == list(range(5))
     assert all(a["run"] == 1 for a in acks)
     assert client.recovered is True
+
+
+async def test_a_recovery_slower_than_a_second_is_not_abandoned(app: App, make_client: ClientFactory) -> None:
+    base = app.sio.handlers["/"]["connect"]
+
+    async def slow_connect(sid: str, environ: Any, auth: Any) -> None:
+        if app.delivery.recovered(sid):
+            await asyncio.sleep(1.5)  # python-socketio's own reconnect would give up after 1 s
+        await base(sid, environ, auth)
+
+    app.sio.on("connect", slow_connect)
+    client = make_client()
+    await client.connect(app.url)
+    sid = client.get_sid()
+    await drop(client)
+    await until(lambda: client.recovered, "the slow recovery")
+    assert client.get_sid() == sid

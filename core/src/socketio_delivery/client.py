@@ -110,6 +110,9 @@ class DeliveryClient(HookedAsyncClient):
     :param idempotency_key: the field :meth:`emit` adds to a dict first argument, with a fresh
         random value per emit (kept across retries), unless the dict already has it. Must match
         the server's ``Delivery(idempotency_key=...)``. ``None`` adds no key.
+    :param connect_timeout: seconds to wait for a CONNECT reply, on reconnects always (python-socketio
+        waits 1 s, too short for a reply that comes after a long replay) and on :meth:`connect`
+        when no ``wait_timeout`` is given. Default 20, like the JS client's ``timeout``.
     :param kwargs: everything :class:`socketio.AsyncClient` accepts (``reconnection_delay``,
         ``logger``, ``serializer``, ``http_session``...).
 
@@ -133,8 +136,11 @@ class DeliveryClient(HookedAsyncClient):
         ack_timeout: float = 10.0,
         retries: int = 3,
         idempotency_key: str | None = "idempotencyKey",
+        connect_timeout: float = 20.0,
         **kwargs: Any,
     ) -> None:
+        if connect_timeout <= 0:
+            raise ValueError("connect_timeout must be > 0")
         if mode not in ("recovery", "recipe"):
             raise ValueError(f"mode must be 'recovery' or 'recipe', not {mode!r}")
         if ack_timeout <= 0:
@@ -146,6 +152,7 @@ class DeliveryClient(HookedAsyncClient):
         self.ack_timeout = float(ack_timeout)
         self.retries = int(retries)
         self.idempotency_key = idempotency_key
+        self.connect_timeout = float(connect_timeout)
         self._namespaces: dict[str, _Namespace] = {}
         self._active = False
         self._tasks: set[asyncio.Future[None]] = set()
@@ -219,7 +226,7 @@ class DeliveryClient(HookedAsyncClient):
         namespaces: str | list[str] | None = None,
         socketio_path: str = "socket.io",
         wait: bool = True,
-        wait_timeout: float = 1,
+        wait_timeout: float | None = None,
         retry: bool = False,
     ) -> None:
         """Connect, as :meth:`socketio.AsyncClient.connect` (same parameters).
@@ -235,6 +242,10 @@ class DeliveryClient(HookedAsyncClient):
         if auth is not None and not callable(auth) and not isinstance(auth, Mapping):
             raise TypeError("auth must be a dict, None, or a callable returning one")
         first = not self._active  # a call while active comes from python-socketio's reconnect loop
+        if wait_timeout is None or not first:
+            # python-socketio reconnects with a 1 s wait; a recovering CONNECT reply (sent after
+            # the missed events) can take longer, and giving up on it would abandon the session.
+            wait_timeout = self.connect_timeout
         if first:
             self._active = True
             for ns in self._namespaces.values():
