@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PAYLOAD, Stores, run_main, skipped_notes, store_list, table
+from _common import PAYLOAD, Stores, close_store, run_main, skipped_notes, store_list, table
 from socketio_delivery import EventStore, open_store
 from socketio_delivery.store import DEFAULT_PAGE_SIZE
 
@@ -92,7 +92,7 @@ async def by_length(stores: Stores, name: str, length: int) -> list[object]:
         count, seconds = await replay(store, offset)
         return [name, length, persist_rate, count / seconds]
     finally:
-        await store.close()
+        await close_store(store)
 
 
 async def by_rooms(stores: Stores, name: str, rooms: int, events: int) -> list[object]:
@@ -103,7 +103,7 @@ async def by_rooms(stores: Stores, name: str, rooms: int, events: int) -> list[o
         count, seconds = await replay(store, offset, rooms=["room-0"])
         return [name, rooms, events, count, seconds, 1e6 * seconds / max(count, 1)]
     finally:
-        await store.close()
+        await close_store(store)
 
 
 async def by_missed(stores: Stores, name: str, missed: int) -> list[object]:
@@ -115,7 +115,7 @@ async def by_missed(stores: Stores, name: str, missed: int) -> list[object]:
         count, seconds = await replay(store, offset)
         return [name, missed, count, seconds, count / seconds]
     finally:
-        await store.close()
+        await close_store(store)
 
 
 def ints(text: str) -> list[int]:

@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PAYLOAD, Stores, run_main, skipped_notes, store_list, table
+from _common import PAYLOAD, Stores, close_store, run_main, skipped_notes, store_list, table
 from socketio_delivery import EventStore, open_store
 
 ROOMS = ("room-1",)
@@ -148,7 +148,7 @@ async def measure(url: str, events: int, emitters: int, seconds: float) -> tuple
         note = "" if done >= max(1, events // emitters) * emitters else f"time limit: {done} events"
         return done / elapsed, note
     finally:
-        await store.close()
+        await close_store(store)
 
 
 async def main() -> None:

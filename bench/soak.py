@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PAYLOAD, Stores, rss_mb, run_main, skipped_notes, store_list, table
+from _common import PAYLOAD, Stores, close_store, rss_mb, run_main, skipped_notes, store_list, table
 from socketio_delivery import EventStore, OffsetUnavailableError, open_store
 
 #: store-specific options that make background retention run often enough to matter in a short run
@@ -75,24 +75,20 @@ async def soak(
             else:
                 await asyncio.sleep(0.01)
 
-    step = max(1, events // 10)
-    next_mark = step
-    next_time = seconds / 10
+    next_tenth = 0.1
     deadline = time.perf_counter() + seconds
 
     async def emitter(k: int) -> None:
-        nonlocal done, next_mark, next_time
+        nonlocal done, next_tenth
         i = k
         while i < events:
             await store.persist(stream, {**PAYLOAD, "i": i}, rooms=(f"room-{i % rooms}",))
             done += 1
             i += emitters
             now = time.perf_counter()
-            if done >= next_mark or now - start >= next_time:  # every tenth of the events or time
-                while next_mark <= done:
-                    next_mark += step
-                while next_time <= now - start:
-                    next_time += seconds / 10
+            progress = max(done / events, (now - start) / seconds)  # events or time, whichever leads
+            if progress >= next_tenth:
+                next_tenth = int(progress * 10 + 1e-9) / 10 + 0.1
                 await store.trim(stream)
                 sample()
             if now > deadline:
@@ -165,7 +161,7 @@ async def main() -> None:
             except Exception as exc:
                 rows.append([name, None, None, None, None, None, f"{type(exc).__name__}: {exc}"[:90]])
             finally:
-                await store.close()
+                await close_store(store)
         for row in rows:
             row += [""] * (7 - len(row))
         table(
