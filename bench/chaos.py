@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "contrib" / "exa
 
 from _chaos_redis import RedisService, redis_available
 from _common import machine
-from delivery_chaos import Report, Scenario, render, run_scenario
+from delivery_chaos import Report, Scenario, render, render_runs, run_scenario
 from delivery_chaos.run import js_available
 
 VARIANTS = ("sqlite", "redis-nodes", "redis-store", "memory")
@@ -164,6 +164,8 @@ def markdown(args: argparse.Namespace, reports: list[Report], skipped: list[str]
         f"--clients {args.clients} --duration {args.duration:g}`",
         "",
         render(reports),
+        "",
+        render_runs(reports),
     ]
     lines += [f"\n{note}" for note in skipped]
     return "\n".join(lines) + "\n"
@@ -200,6 +202,8 @@ async def main(args: argparse.Namespace) -> int:
             shutil.rmtree(root, ignore_errors=True)
     print()
     print(render(reports))
+    print()
+    print(render_runs(reports))
     for note in skipped:
         print(note)
     if args.markdown:

@@ -13,8 +13,8 @@ entitled to (see :mod:`delivery_chaos.oracle`).
     print(render([report]))
 """
 
-from .report import Report, render
+from .report import Report, render, render_runs
 from .run import run_scenario
 from .scenario import Scenario
 
-__all__ = ["Report", "Scenario", "render", "run_scenario"]
+__all__ = ["Report", "Scenario", "render", "render_runs", "run_scenario"]

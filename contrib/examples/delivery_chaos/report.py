@@ -8,7 +8,7 @@ from typing import Any
 from .oracle import ClientCheck
 from .scenario import Scenario
 
-__all__ = ["Report", "Row", "render"]
+__all__ = ["Report", "Row", "render", "render_runs"]
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -136,4 +136,22 @@ def render(reports: list[Report]) -> str:
                     f"|   ({name} {row.label}) | phantom {row.phantom}, wrong offset {row.bad_offset}, "
                     f"harness problems {row.problems}, no final event {row.missing_end} |" + " |" * 9
                 )
+    return "\n".join(lines)
+
+
+def render_runs(reports: list[Report]) -> str:
+    """One line per run: what happened to it (events, drops, kills, server errors)."""
+    lines = []
+    for r in reports:
+        s = r.scenario
+        chaos = [f"{sum(c.drops for c in r.checks)} forced drops"]
+        if s.server_restarts:
+            chaos.append(f"{r.server_restarts} kill -9" + (f" (of {s.nodes} nodes)" if s.nodes > 1 else ""))
+        if s.store_restarts:
+            chaos.append(f"{s.store_restarts} store restart")
+        lines.append(
+            f"- {s.name} ({s.mode}): {s.py_clients + s.js_clients} clients, {s.duration:g} s, "
+            f"{r.log_events} events emitted ({r.planned_events} planned), {', '.join(chaos)}, "
+            f"{len(r.server_log_errors)} server errors"
+        )
     return "\n".join(lines)
