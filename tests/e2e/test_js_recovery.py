@@ -297,3 +297,20 @@ async def test_idle_js_client_recovers_after_retention_trimmed_other_rooms_event
     assert (again["id"], again["recovered"]) == (first["id"], True)
     await wait_numbered(node, 1)
     assert numbers(node.events("tick")) == ([0, 1] if received else [1])
+
+
+async def test_js_client_far_behind_recovers_every_missed_event_in_order(
+    use_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any], room: str
+) -> None:
+    """More missed events than one store read returns (pages of 500): all of them, in order."""
+    app = use_app()
+    proxy = await proxy_factory(app.port)
+    first = await connect_js(node, proxy.url, rooms=[room])
+    await go_away(node, proxy)
+    await emit_numbered(app, range(1100), room=room)
+    again = await come_back(node, proxy)
+    assert (again["id"], again["recovered"]) == (first["id"], True)
+    await wait_numbered(node, 1099)
+    ticks = node.events("tick")
+    assert numbers(ticks) == list(range(1100))
+    offsets(ticks)
