@@ -18,9 +18,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contrib" / "examples"))
 
 from delivery_chaos import Scenario, render, run_scenario
+from delivery_chaos.oracle import check_run
 from delivery_chaos.run import js_available
-
-pytestmark = [pytest.mark.node, pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 def describe_failures(report: object) -> str:
@@ -36,6 +35,9 @@ def describe_failures(report: object) -> str:
     return "\n".join(lines)
 
 
+@pytest.mark.node
+@pytest.mark.slow
+@pytest.mark.timeout(240)
 async def test_no_event_lost_duplicated_or_reordered_under_drops_and_a_server_kill(tmp_path: Path) -> None:
     if not js_available():
         pytest.skip("Node or tests/js/node_modules missing (make js)")
@@ -63,3 +65,43 @@ async def test_no_event_lost_duplicated_or_reordered_under_drops_and_a_server_ki
     assert report.server_restarts == 1, summary
     assert report.errors == 0, summary
     assert all(check.got_end for check in report.checks), summary
+
+
+def test_oracle_counts_lost_duplicated_reordered_and_sid_windows() -> None:
+    """The checker itself: a green chaos run means something only if it sees every kind of fault."""
+    events = [
+        {"offset": "e-01", "rooms": [], "cx": "a"},  # before the client joined: not owed
+        {"offset": "e-02", "rooms": ["r1"], "cx": "b"},
+        {"offset": "e-03", "rooms": ["r2"], "cx": "c"},  # another room: not owed
+        {"offset": "e-04", "rooms": [], "cx": "d"},
+        {"offset": "e-05", "rooms": ["sid-1"], "cx": "e"},  # its first sid: owed
+        {"offset": "e-06", "rooms": ["r1"], "cx": "f"},
+        {"offset": "e-07", "rooms": ["sid-1"], "cx": "g"},  # old sid after the new one: not owed
+        {"offset": "e-08", "rooms": ["sid-2"], "cx": "h"},
+        {"offset": "e-09", "rooms": [], "cx": "i"},
+    ]
+    metas = [
+        {"client": "c1", "sid": "sid-1", "rooms": ["r1"], "boundary": "e-01"},
+        {"client": "c1", "sid": "sid-2", "rooms": ["r1"], "boundary": "e-06"},
+    ]
+    received = ["a", "b", "d", "d", "f", "e", "h", "zz"]  # e lost in place, d twice, e late, zz unknown
+    result = {
+        "id": "c1",
+        "kind": "py",
+        "received": received,
+        "offsets": [None, "e-02", "e-04", "e-04", "e-06", "e-05", "e-99", None],
+        "reconnects": 1,
+        "recovered": 0,
+        "resyncs": 1,
+        "drops": 1,
+        "got_end": True,
+        "latencies": [],
+    }
+    (check,) = check_run({"events": events, "metas": metas}, [result])
+    assert check.expected == 6  # b d e f h i
+    assert check.delivered == 5
+    assert check.lost == 1  # i
+    assert check.duplicated == 1
+    assert check.reordered == 1  # e after f
+    assert check.phantom == 1
+    assert check.bad_offset == 1  # h came with e-99
