@@ -17,7 +17,7 @@ import socketio
 from delivery_app import DeliveryAppProcess
 from e2e_node import NodeClient
 from e2e_pyclient import PyClient
-from e2e_steps import connect_js
+from e2e_steps import come_back, connect_js, go_away
 
 AppFactory = Callable[..., DeliveryAppProcess]
 RETRYING: dict[str, Any] = {"retries": 20, "ackTimeout": 250}
@@ -158,3 +158,24 @@ async def test_a_key_is_scoped_by_event_and_namespace(use_app: AppFactory) -> No
     assert work == {"key": key, "run": 1, "value": 1}
     assert echo == [{"idempotencyKey": key, "value": 2}]  # another event: its own handler ran
     assert other == {"key": key, "run": 2, "value": 3}  # another namespace: ran again
+
+
+@pytest.mark.node
+async def test_js_emits_queued_while_disconnected_run_once_each_in_order_after_recovery(
+    use_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any]
+) -> None:
+    app = use_app()
+    proxy = await proxy_factory(app.port)
+    first = await connect_js(node, proxy.url, **RETRYING)
+    await go_away(node, proxy)
+    keys = [new_key() for _ in range(3)]
+    reqs = [
+        await node.emit_with_ack("work", {"idempotencyKey": key, "value": i}) for i, key in enumerate(keys)
+    ]
+    again = await come_back(node, proxy)
+
+    assert (again["id"], again["recovered"]) == (first["id"], True)
+    acks = [await node.wait_ack(req) for req in reqs]
+    assert acks == [[None, {"key": key, "run": 1, "value": i}] for i, key in enumerate(keys)]
+    log = [key for key in await app.control("work_log") if key in keys]
+    assert log == keys  # each once, in the order they were emitted

@@ -38,7 +38,7 @@ The app, on the namespaces ``/`` and ``/other``:
   ``skip_sid``, ``namespace``), ``publish`` (``event``, ``data`` or ``batch`` of data, ...
   -> ``{"offset", "offsets"}``),
   ``drop`` (``sid``), ``info`` (``sid`` -> connected, rooms, session, recovered,
-  recovery_failed), ``connects``, ``disconnects``, ``runs``, ``release`` (``gate``),
+  recovery_failed), ``connects``, ``disconnects``, ``runs``, ``work_log``, ``release`` (``gate``),
   ``wait_saved`` (``pid``: waits until the store holds that session, returns its record),
   ``trim`` (runs the store's retention now).
 
@@ -87,6 +87,7 @@ class TestApp:
         self.connects: list[dict[str, Any]] = []
         self.disconnects: list[dict[str, Any]] = []
         self.runs: dict[str, int] = {}
+        self.work_log: list[str] = []  # the key of every run of ``work``, in order
         self.gates: dict[str, asyncio.Event] = {}
         for namespace in NAMESPACES:
             self._register(namespace)
@@ -210,6 +211,8 @@ class TestApp:
             return self.disconnects
         if op == "runs":
             return self.runs
+        if op == "work_log":
+            return self.work_log
         if op == "trim":
             return {"trimmed": await self.require_delivery().store.trim()}
         if op == "wait_saved":
@@ -296,6 +299,7 @@ class TestApp:
             payload = payload if isinstance(payload, dict) else {}
             key = str(payload.get("idempotencyKey") or payload.get("tag"))
             run = self.runs[key] = self.runs.get(key, 0) + 1
+            self.work_log.append(key)
             if run == 1 and isinstance(payload.get("gate"), str):
                 await self.gate(payload["gate"]).wait()
             if run == 1 and payload.get("drop_first"):
