@@ -314,3 +314,26 @@ async def test_js_client_far_behind_recovers_every_missed_event_in_order(
     ticks = node.events("tick")
     assert numbers(ticks) == list(range(1100))
     offsets(ticks)
+
+
+async def test_server_emits_with_an_ack_callback_carry_no_offset_and_are_not_replayed(
+    use_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any], room: str
+) -> None:
+    """As in Node: an emit with a callback is confirmed by its ack, not stored."""
+    app = use_app()
+    proxy = await proxy_factory(app.port)
+    first = await connect_js(node, proxy.url, rooms=[room])
+    sid = first["id"]
+    assert await app.control("call", event="ask", data={"q": 1}, to=sid) == {"ack": {"acked": "ask"}}
+    asked = await node.wait_event("ask")
+    assert asked["args"] == [{"q": 1}, "<function>"]  # no offset
+
+    await go_away(node, proxy)
+    assert await app.control("call", event="ask", data={"q": 2}, to=sid, timeout=0.5) == {
+        "error": "TimeoutError"
+    }
+    await emit_numbered(app, [0], room=room)
+    again = await come_back(node, proxy)
+    assert (again["id"], again["recovered"]) == (sid, True)
+    await wait_numbered(node, 0)
+    assert [m["args"][0] for m in node.events("ask")] == [{"q": 1}]

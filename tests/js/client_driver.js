@@ -22,7 +22,8 @@
 //   state {name}                             reply carries id, connected, recovered, pid, offset
 //   exit                                     closes every socket and exits
 // Output: connect, disconnect {reason}, connect_error {message, data}, event {event, args}
-// (args as the listener got them: the offset, when any, is the last one), sent {event, args}
+// (args as the listener got them: the offset, when any, is the last one; an ack callback shows
+// as "<function>" and is called with {"acked": event}), sent {event, args}
 // for every packet the socket writes (so retries are visible), reconnect_attempt {attempt}.
 "use strict";
 
@@ -72,9 +73,11 @@ function connect(cmd) {
   socket.on("connect_error", (err) =>
     out({ type: "connect_error", name, message: err.message, data: err.data ?? null }),
   );
-  socket.onAny((event, ...args) =>
-    out({ type: "event", name, event, args: args.map(plain), id: socket.id ?? null }),
-  );
+  socket.onAny((event, ...args) => {
+    out({ type: "event", name, event, args: args.map(plain), id: socket.id ?? null });
+    const last = args[args.length - 1];
+    if (typeof last === "function") last({ acked: event }); // the server asked for an ack
+  });
   socket.onAnyOutgoing((event, ...args) => out({ type: "sent", name, event, args: args.map(plain) }));
   socket.io.on("reconnect_attempt", (attempt) => out({ type: "reconnect_attempt", name, attempt }));
   return {};

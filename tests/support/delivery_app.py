@@ -35,8 +35,9 @@ The app, on the namespaces ``/`` and ``/other``:
   transport before returning (``payload["drop_first"]``), so the ack is lost.
 * control ops (``POST /_control`` with a JSON object ``{"op": ..., ...}``, or the ``control``
   event): ``emit`` (``event``, ``args`` or ``batch`` of args lists, ``to``, ``room``,
-  ``skip_sid``, ``namespace``), ``publish`` (``event``, ``data`` or ``batch`` of data, ...
-  -> ``{"offset", "offsets"}``),
+  ``skip_sid``, ``namespace``), ``call`` (``event``, ``data``, ``to``, ``timeout``: an emit with
+  an ack callback -> ``{"ack"}`` or ``{"error"}``), ``publish`` (``event``, ``data`` or
+  ``batch`` of data, ... -> ``{"offset", "offsets"}``),
   ``drop`` (``sid``), ``info`` (``sid`` -> connected, rooms, session, recovered,
   recovery_failed), ``connects``, ``disconnects``, ``runs``, ``work_log``, ``release`` (``gate``),
   ``wait_saved`` (``pid``: waits until the store holds that session, returns its record),
@@ -187,6 +188,18 @@ class TestApp:
                     namespace=namespace,
                 )
             return {"emitted": len(batch)}
+        if op == "call":
+            try:
+                ack = await self.sio.call(
+                    spec["event"],
+                    spec.get("data"),
+                    to=spec["to"],
+                    namespace=namespace,
+                    timeout=spec.get("timeout", 5),
+                )
+            except Exception as exc:  # socketio.exceptions.TimeoutError, disconnected
+                return {"error": type(exc).__name__}
+            return {"ack": ack}
         if op == "publish":
             delivery = self.require_delivery()
             offsets = [
