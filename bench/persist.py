@@ -8,11 +8,13 @@ commit); a cell stops early after ``--seconds`` (noted). In the same run the raw
 writes the same number of events in one go:
 
 * memory: a JSON round trip per event and one ``list.extend`` (what the memory store copies);
-* sqlite: aiosqlite, one transaction with one ``executemany`` (WAL, synchronous=NORMAL, as the store);
+* sqlite: aiosqlite, one transaction with ``executemany`` of the rows the store writes (event
+  row with its two indexes, room index row; WAL, synchronous=NORMAL, as the store);
 * redis: redis-py, one non-transactional pipeline of ``XADD``;
-* mongodb: pymongo's async client, one ordered ``insert_many``.
+* mongodb: pymongo's async client, one ordered ``insert_many`` (unique index on stream + seq).
 
-The ratio column is store / raw. Prints a table; asserts nothing.
+Every number is the best of ``--repeat`` runs (raw and store runs interleaved, so a burst of
+load on the machine hits both). The ratio column is store / raw. Prints a table; asserts nothing.
 """
 
 from __future__ import annotations
@@ -47,18 +49,29 @@ async def raw_memory(url: str, events: int) -> float:
     return time.perf_counter() - start
 
 
+RAW_SQLITE_SCHEMA = """
+CREATE TABLE e (id INTEGER PRIMARY KEY, sid INTEGER, seq INTEGER, ts REAL, data TEXT, rooms TEXT);
+CREATE UNIQUE INDEX e_by_seq ON e (sid, seq);
+CREATE INDEX e_for_everyone ON e (sid, seq) WHERE rooms IS NULL;
+CREATE TABLE r (sid INTEGER, room TEXT, seq INTEGER, PRIMARY KEY (sid, room, seq)) WITHOUT ROWID;
+"""
+
+
 async def raw_sqlite(url: str, events: int) -> float:
+    """The rows the SQLite store writes (event + room index row), one transaction."""
     import aiosqlite
 
     path = url.removeprefix("sqlite:///")
     conn = await aiosqlite.connect(path + ".raw", isolation_level=None)
     await conn.execute("PRAGMA journal_mode = WAL")
     await conn.execute("PRAGMA synchronous = NORMAL")
-    await conn.execute("CREATE TABLE e (id INTEGER PRIMARY KEY, stream TEXT, ts REAL, data TEXT, rooms TEXT)")
+    await conn.executescript(RAW_SQLITE_SCHEMA)
     start = time.perf_counter()
-    rows = [_row(i) for i in range(events)]
+    rows = [(1, i, ts, data, rooms) for i, (_, ts, data, rooms) in enumerate(map(_row, range(events)))]
+    room_rows = [(1, room, i) for i in range(events) for room in ROOMS]
     await conn.execute("BEGIN IMMEDIATE")
-    await conn.executemany("INSERT INTO e (stream, ts, data, rooms) VALUES (?, ?, ?, ?)", rows)
+    await conn.executemany("INSERT INTO e (sid, seq, ts, data, rooms) VALUES (?, ?, ?, ?, ?)", rows)
+    await conn.executemany("INSERT INTO r (sid, room, seq) VALUES (?, ?, ?)", room_rows)
     await conn.execute("COMMIT")
     elapsed = time.perf_counter() - start
     await conn.close()
@@ -88,7 +101,8 @@ async def raw_mongodb(url: str, events: int) -> float:
 
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url)
     coll = client.get_default_database()[f"raw_{time.monotonic_ns()}"]
-    await coll.insert_one({"warm": True})
+    await coll.create_index([("s", 1), ("n", 1)], unique=True)  # as the store's (stream, seq)
+    await coll.insert_one({"warm": True, "s": "warm", "n": 0})
     start = time.perf_counter()
     docs = []
     for i in range(events):
@@ -157,6 +171,7 @@ async def main() -> None:
     )
     parser.add_argument("--events", type=int, default=5000, help="events per measurement (default 5000)")
     parser.add_argument("--emitters", default="1,16,256", help="concurrent emitters (default 1,16,256)")
+    parser.add_argument("--repeat", type=int, default=3, help="best of this many runs (default 3)")
     parser.add_argument("--seconds", type=float, default=5.0, help="time limit per cell (default 5)")
     parser.add_argument("--stores", default="all", help="comma-separated: memory,sqlite,redis,mongodb")
     args = parser.parse_args()
@@ -164,16 +179,21 @@ async def main() -> None:
     rows: list[list[object]] = []
     async with Stores(store_list(args.stores)) as stores:
         for name, _ in stores.urls():
-            raw_seconds = await RAW[name](stores.fresh(name), args.events)
-            raw_rate = args.events / raw_seconds
+            raw_rate = 0.0
+            cells: dict[int, tuple[float, str]] = {}
+            for _ in range(args.repeat):  # best of N, raw and store interleaved
+                raw_rate = max(raw_rate, args.events / await RAW[name](stores.fresh(name), args.events))
+                for emitters in counts:
+                    cell = await measure(stores.fresh(name), args.events, emitters, args.seconds)
+                    cells[emitters] = max(cells.get(emitters, cell), cell)
             for emitters in counts:
-                rate, note = await measure(stores.fresh(name), args.events, emitters, args.seconds)
+                rate, note = cells[emitters]
                 ratio = f"{100 * rate / raw_rate:.0f} %"
                 rows.append([name, emitters, rate, RAW_NAME[name], raw_rate, ratio, note])
         for name, _why in stores.skipped.items():
             rows.append([name, "-", None, RAW_NAME[name], None, "skipped", ""])
         table(
-            f"Persist throughput, {args.events} events per cell",
+            f"Persist throughput, {args.events} events per cell, best of {args.repeat}",
             ["store", "emitters", "store ev/s", "raw driver", "raw ev/s", "store/raw", "note"],
             rows,
             notes=skipped_notes(stores),
