@@ -60,3 +60,24 @@ async def test_client_dropped_on_a_recovers_sid_rooms_data_and_missed_events_on_
         assert client.offsets() == [offset for offset, _ in log]
     connects = [c for c in await cluster.control("B", "connects") if c["sid"] == sid]
     assert [c["recovered"] for c in connects] == [True]  # B ran the connect handler, recovered
+
+
+async def test_any_node_reaches_a_client_connected_to_another_node(
+    cluster: Cluster, lb: Balancer, clients: Clients, room: str
+) -> None:
+    """Emits to a room, to one sid and to everyone, made on other nodes, arrive once, in order.
+
+    Without AsyncRedisManager (the MongoDB cluster) too: each node reads the store's log.
+    """
+    client = await clients("py", "c1")
+    entry = await lb.entry("c1", pin="A")
+    await client.connect(entry.url, rooms=[room])
+    ((sid, _),) = client.connects()
+    await cluster.emit("B", [0], room=room)
+    await cluster.emit("C", [1], to=sid)
+    await cluster.emit("B", [2], room=room, skip_sid=sid)  # not for it
+    await cluster.emit("C", [3], room=[room, "elsewhere"])
+    await until(lambda: len(client.ticks()) >= 3, "ticks 0, 1, 3")
+    await cluster.emit("A", [4], to=sid)
+    await until(lambda: len(client.ticks()) >= 4, "tick 4")
+    assert client.ticks() == [0, 1, 3, 4]
