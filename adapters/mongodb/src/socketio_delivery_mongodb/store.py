@@ -70,6 +70,8 @@ _SCALARS = (str, int, float, bool, type(None))
 TTL_BACKSTOP = 3600.0
 #: What fails a persist batch without stopping the writer (a closed store raises StoreError).
 _WRITE_ERRORS: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, StoreError)
+#: Tries of the stream document's upsert (a concurrent upsert may win the insert).
+_UPSERT_ATTEMPTS = 5
 #: Server error code of a hint naming no index (the collection was dropped with its indexes).
 _BAD_HINT = 2
 #: Default for ``serverSelectionTimeoutMS`` when the URL sets none (PyMongo's is 30 s).
@@ -396,9 +398,9 @@ class MongoEventStore:
         fresh = {"e": new_epoch(), "h": 0, "f": 0, "df": 0, "pf": 0, "pt": 0.0, "c": token}
         taken = {key for op in update.values() for key in op}
         update = {**update, "$setOnInsert": {k: v for k, v in fresh.items() if k not in taken}}
-        for attempt in range(3):
+        for attempt in range(_UPSERT_ATTEMPTS):
             try:
-                doc: dict[str, Any] = await self._collection("streams").find_one_and_update(
+                doc: dict[str, Any] | None = await self._collection("streams").find_one_and_update(
                     {"_id": stream},
                     update,
                     upsert=True,
@@ -406,13 +408,15 @@ class MongoEventStore:
                     projection=projection,
                 )
             except DuplicateKeyError:  # a concurrent upsert created it: update that one
-                if attempt == 2:
+                if attempt == _UPSERT_ATTEMPTS - 1:
                     raise
+                continue
+            if doc is None:  # seen on SecantusDB when upserts race; the update is idempotent
                 continue
             if doc.get("c") == token:
                 await self._create_indexes(self._db)
             return doc
-        raise AssertionError("unreachable")
+        raise StoreError(f"{self!r}: the document of stream {stream!r} could not be read back")
 
     async def _insert(self, stream: str, state: _Next, ops: list[_Persist]) -> tuple[int, list[_Persist]]:
         """One ``insert_many`` at ``state.seq``; returns (how many went in, ops still to write)."""
