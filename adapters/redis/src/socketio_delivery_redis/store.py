@@ -659,11 +659,15 @@ class RedisEventStore:
     async def _maintain(self) -> None:
         interval = self.options.retention_interval
         assert interval is not None
-        while True:
+        while not self._stopping:  # a cancel swallowed inside a redis-py call must not keep it alive
             await asyncio.sleep(interval)
+            if self._stopping:
+                return
             try:
                 await self.trim()
             except StoreError as exc:
+                if self._stopping:
+                    return
                 log.warning("%r: retention failed: %s", self, exc)
             except Exception:
                 log.exception("%r: retention failed", self)
