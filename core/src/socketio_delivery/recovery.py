@@ -14,6 +14,12 @@ it (atomically, once) and gets back:
   connected) addressed to everyone, to its own sid, or to a room it was in at that
   event's offset, and not excluding it.
 
+The record also keeps the offset of the last event sent to the socket and how far live
+delivery had read the stream. When retention trimmed events after the client's offset,
+but the client had received everything it was sent (an idle socket in a quiet room while
+other rooms were busy), nothing it was entitled to is gone: replay resumes from that
+position instead of failing (Node fails here, socket.io #5282).
+
 Offsets compare as plain strings within one epoch (see :mod:`socketio_delivery.store`),
 which is what the per-room positions rely on.
 """
@@ -87,6 +93,10 @@ class SessionState:
     #: room -> stream position when the socket joined it
     rooms: dict[str, str] = field(default_factory=dict)
     data: Any = None
+    #: offset of the last event sent to the socket ("" when none)
+    sent: str = ""
+    #: the stream position live delivery had reached when the record was saved
+    position: str = ""
     #: changes on every (re)connect, so a stale node never overwrites a newer record
     token: str = ""
     recovered: bool = False
@@ -106,6 +116,8 @@ class SessionState:
             "offset": self.offset,
             "rooms": self.rooms,
             "data": self.data,
+            "sent": self.sent,
+            "pos": self.position,
             "token": self.token,
         }
 
@@ -127,6 +139,8 @@ class SessionState:
                 offset=str(record["offset"]),
                 rooms={str(k): v for k, v in rooms.items()},
                 data=record.get("data"),
+                sent=str(record.get("sent") or ""),
+                position=str(record.get("pos") or ""),
                 token=str(record.get("token", "")),
             )
         except (AttributeError, KeyError, TypeError):

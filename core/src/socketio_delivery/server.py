@@ -62,6 +62,7 @@ RESYNC_EVENT = "delivery:resync"
 _RESERVED = frozenset({"connect", "disconnect", "connect_error", RESYNC_EVENT})
 _EXPLICIT_DISCONNECTS = frozenset({"client disconnect", "server disconnect"})
 _STORE_UNAVAILABLE = "store unavailable"
+_OFFSET_GONE = "offset no longer available"
 #: how long a reconnect waits for an attempt with the same pid under way in this process
 _ATTEMPT_WAIT = 30.0
 #: before a missed claim is tried again (an attempt on another node may put the record back)
@@ -131,6 +132,8 @@ class Delivery:
         self._states: dict[tuple[str, str], SessionState] = {}
         self._tailers: dict[str, Tailer] = {}
         self._dirty: set[tuple[str, str]] = set()
+        #: namespace -> sid -> offset of the last event sent to that socket
+        self._sent: dict[str, dict[str, str]] = {}
         #: session key -> set when the connect that claimed it is over
         self._attempts: dict[str, asyncio.Event] = {}
         self._lock = asyncio.Lock()
@@ -302,12 +305,17 @@ class Delivery:
 
     def _deliverer(self, namespace: str) -> Callable[[Event, list[str]], Awaitable[None]]:
         manager = self.sio.manager
+        sent = self._sent.setdefault(namespace, {})
 
         async def deliver(event: Event, held: list[str]) -> None:
             name, *args = self._packet(event)
             rooms = event.rooms
             room = None if not rooms else rooms[0] if len(rooms) == 1 else list(rooms)
             skip = [*event.exclude, *held] if held else list(event.exclude)
+            skipped = set(skip)
+            for sid, _ in manager.get_participants(namespace, room):
+                if sid not in skipped:
+                    sent[sid] = event.offset
             await internals.local_emit(manager, name, args, namespace, room, skip)
 
         return deliver
@@ -433,7 +441,18 @@ class Delivery:
         if request.offset is not None and request.offset > start:
             start = request.offset
         failure = await self._check_start(namespace, start)
+        if (
+            failure == _OFFSET_GONE
+            and start < old.position
+            and (not old.sent or (request.offset is not None and request.offset >= old.sent))
+        ):
+            # It got every event it was sent; the trimmed ones after `start` were other rooms'
+            # (an idle socket, Node #5282): resume from where this session last saw the stream.
+            start = old.position
+            failure = await self._check_start(namespace, start)
         if failure is None:
+            if old.sent:
+                self._sent.setdefault(namespace, {})[old.sid] = old.sent
             return old, start, None
         self._end_attempt(key, attempt)
         if failure == _STORE_UNAVAILABLE:
@@ -470,7 +489,7 @@ class Delivery:
         try:
             await self.store.fetch_since(namespace, start, limit=1)
             if start > await self.store.last_offset(namespace):
-                return "offset no longer available"  # not one this stream has handed out
+                return _OFFSET_GONE  # not one this stream has handed out
         except DeliveryError as exc:
             return _replay_failure(exc)
         return None
@@ -487,6 +506,7 @@ class Delivery:
         tailer.held.pop(state.sid, None)
         state.superseded = True
         self._states.pop((state.namespace, state.sid), None)
+        self._sent.get(state.namespace, {}).pop(state.sid, None)
         await self.sio.manager.disconnect(state.sid, state.namespace, ignore_queue=True)
         if old is not None:
             await self._put_back(old)
@@ -523,6 +543,7 @@ class Delivery:
                             break
                         if wanted(event):
                             await internals.send_event(sio, eio_sid, namespace, self._packet(event))
+                            self._sent[namespace][sid] = event.offset
                             sent += 1
                         cursor = event.offset
                     if not page or page[-1].offset > target:
@@ -578,6 +599,8 @@ class Delivery:
         self._dirty.discard((namespace, sid))
         if state is None or state.superseded:
             return
+        if state.sid in self._sent.get(namespace, {}):
+            state.sent = self._sent[namespace].pop(state.sid)
         explicit = reason in _EXPLICIT_DISCONNECTS and not self._closing
         try:
             if not explicit:
@@ -608,6 +631,10 @@ class Delivery:
 
     async def _save(self, state: SessionState) -> None:
         state.data = await self._session_data(state.sid, state.namespace)
+        state.sent = self._sent.get(state.namespace, {}).get(state.sid, state.sent)
+        tailer = self._tailers.get(state.namespace)
+        if tailer is not None:
+            state.position = tailer.position
         try:
             await self.store.save_session(state.key, state.record(), self.recovery_window)
         except DeliveryError as exc:
@@ -637,7 +664,7 @@ class Delivery:
 
 def _replay_failure(exc: DeliveryError) -> str:
     if isinstance(exc, OffsetUnavailableError):
-        return "offset no longer available"
+        return _OFFSET_GONE
     if isinstance(exc, InvalidOffsetError):
         return "malformed offset"
     return _STORE_UNAVAILABLE
