@@ -24,7 +24,10 @@ import uvicorn
 
 
 def build(store: str, recovery_window: float, max_events: int | None) -> socketio.ASGIApp:
-    sio = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*")
+    # long ping timeouts: a client that is many seconds behind on a blast is slow, not gone
+    sio = socketio.AsyncServer(
+        async_mode="asgi", cors_allowed_origins="*", ping_interval=60, ping_timeout=120
+    )
     delivery: Any = None
     if store != "plain":
         from socketio_delivery import Delivery  # type: ignore[attr-defined]

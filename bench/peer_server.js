@@ -12,6 +12,8 @@ const port = Number(process.argv[2]);
 const io = new Server(port, {
   connectionStateRecovery: { maxDisconnectionDuration: 300000, skipMiddlewares: true },
   cors: { origin: "*" },
+  pingInterval: 60000, // as bench/_app.py: a client far behind on a blast is slow, not gone
+  pingTimeout: 120000,
 });
 
 io.on("connection", (socket) => {
