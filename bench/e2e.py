@@ -6,8 +6,9 @@ Each target is a server in its own process (uvicorn, python-socketio 5; ``--node
 the Node socket.io 4.8 peer with connectionStateRecovery). The clients (python-socketio
 ``AsyncClient`` over WebSocket) run in this process, all in one room. A control client asks
 the server to emit ``--events`` ``tick`` events to the room from ``--emitters`` concurrent
-tasks; the time runs from that request until every client got every event. A cell is the
-median of 3 runs (1 run when it takes more than 2 s). Both servers use a 60 s ping interval
+tasks; the time runs from that request until every client got every event. All servers run
+at once and the runs go round them (3 rounds; 1 at 100 clients), so a burst of load on the
+machine hits them alike; a cell is the median of its runs. Both servers use a 60 s ping interval
 and a 120 s ping timeout, so a client that is far behind is not dropped as dead.
 
 Columns: ev/s = events emitted per second (each one reaches every client); deliveries/s =
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -30,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psutil
 from _common import Stores, run_main, skipped_notes, store_list, table
-from _sio import Target, blast, close_all, connect_clients, control
+from _sio import Client, Target, blast, close_all, connect_clients, control
 
 
 def delivery_missing() -> str | None:
@@ -47,46 +49,80 @@ def _pct(value: object, base: object) -> str:
     return "-"
 
 
-async def run_target(
-    target: Target, counts: list[int], events: int, emitters: int, publish: bool = False
-) -> list[list[object]]:
-    """One row per client count: [clients, ev/s, deliveries/s, server CPU s, client CPU s, note]."""
-    rows: list[list[object]] = []
+def _failed(count: int, exc: BaseException) -> list[object]:
+    return [count, None, None, None, None, f"{type(exc).__name__}: {exc or 'no answer in time'}"[:90]]
+
+
+async def _one_run(
+    target: Target, ctl: Client, clients: list[Client], events: int, emitters: int, publish: bool
+) -> tuple[float, float, float]:
+    """(seconds, server CPU s, client CPU s) of one blast."""
     me = psutil.Process()
-    with target:
-        ctl = await control(target.url)
+    server_cpu, client_cpu = target.cpu_seconds(), sum(me.cpu_times()[:2])
+    seconds, _ = await blast(ctl, clients, events, emitters=emitters, publish=publish)
+    server_cpu = target.cpu_seconds() - server_cpu
+    client_cpu = sum(me.cpu_times()[:2]) - client_cpu
+    return seconds, server_cpu, client_cpu
+
+
+async def measure(
+    found: list[Target],
+    counts: list[int],
+    events: int,
+    emitters: int,
+    publish: bool = False,
+    repeat: int = 3,
+) -> list[tuple[str, list[list[object]]]]:
+    """Rows per target, one per client count: [clients, ev/s, deliveries/s, server CPU s, client CPU s, note].
+
+    Every target runs at once; for each client count, every target gets its clients, then
+    the runs go round the targets ``repeat`` times (so load on the machine hits them alike)
+    and each cell is the median. A cell that fails gets its error as the note.
+    """
+    rows: dict[str, list[list[object]]] = {t.label: [] for t in found}
+    with contextlib.ExitStack() as stack:
+        for target in found:
+            stack.enter_context(target)
+        ctls = {t.label: await control(t.url) for t in found}
         for count in counts:
-            clients = await connect_clients(target.url, count)
+            clients: dict[str, list[Client]] = {}
+            runs: dict[str, list[tuple[float, float, float]]] = {t.label: [] for t in found}
+            failed: dict[str, BaseException] = {}
             try:
-                await blast(ctl, clients, min(50, events), emitters=emitters, publish=publish)  # warm-up
-                runs: list[tuple[float, float, float]] = []
-                while len(runs) < 3:  # the median of 3 runs, or 1 run when it takes long
-                    server_cpu, client_cpu = target.cpu_seconds(), sum(me.cpu_times()[:2])
-                    seconds, _ = await blast(ctl, clients, events, emitters=emitters, publish=publish)
-                    server_cpu = target.cpu_seconds() - server_cpu
-                    client_cpu = sum(me.cpu_times()[:2]) - client_cpu
-                    runs.append((seconds, server_cpu, client_cpu))
-                    if seconds > 2.0:
-                        break
-                seconds, server_cpu, client_cpu = sorted(runs)[len(runs) // 2]
-                rate = events / seconds
-                rows.append([count, rate, rate * count, server_cpu, client_cpu, ""])
+                for target in found:
+                    clients[target.label] = await connect_clients(target.url, count)
+                    warm = min(50, events)
+                    await blast(
+                        ctls[target.label], clients[target.label], warm, emitters=emitters, publish=publish
+                    )
+                for _ in range(repeat if count < 100 else 1):
+                    for target in found:
+                        if target.label in failed:
+                            continue
+                        try:
+                            run = await _one_run(
+                                target, ctls[target.label], clients[target.label], events, emitters, publish
+                            )
+                            runs[target.label].append(run)
+                        except Exception as exc:
+                            failed[target.label] = exc
             except Exception as exc:
-                rows.append(
-                    [
-                        count,
-                        None,
-                        None,
-                        None,
-                        None,
-                        f"{type(exc).__name__}: {exc or 'no answer in time'}"[:90],
-                    ]
-                )
+                for target in found:
+                    failed.setdefault(target.label, exc)
             finally:
-                await close_all(clients)
+                for group in clients.values():
+                    await close_all(group)
                 await asyncio.sleep(0.2)
-        await ctl.disconnect()
-    return rows
+            for target in found:
+                if target.label in failed:
+                    rows[target.label].append(_failed(count, failed[target.label]))
+                    continue
+                seconds, server_cpu, client_cpu = sorted(runs[target.label])[len(runs[target.label]) // 2]
+                rate = events / seconds
+                rows[target.label].append([count, rate, rate * count, server_cpu, client_cpu, ""])
+        for ctl in ctls.values():
+            await ctl.disconnect()
+    return list(rows.items())
 
 
 def targets(
@@ -107,12 +143,6 @@ def targets(
         else:
             found.append(Target.node())
     return found
-
-
-async def measure(
-    found: list[Target], counts: list[int], events: int, emitters: int, publish: bool = False
-) -> list[tuple[str, list[list[object]]]]:
-    return [(t.label, await run_target(t, counts, events, emitters, publish)) for t in found]
 
 
 def print_table(
