@@ -67,6 +67,36 @@ async def test_no_event_lost_duplicated_or_reordered_under_drops_and_a_server_ki
     assert all(check.got_end for check in report.checks), summary
 
 
+@pytest.mark.node
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+async def test_the_same_chaos_loses_events_on_plain_python_socketio(tmp_path: Path) -> None:
+    """The harness is not blind: without Delivery, drops lose events and the run says so."""
+    if not js_available():
+        pytest.skip("Node or tests/js/node_modules missing (make js)")
+    scenario = Scenario(
+        name="plain",
+        mode="plain",
+        store="sqlite",
+        py_clients=5,
+        js_clients=5,
+        duration=10.0,
+        rooms=4,
+        rooms_per_client=2,
+        room_rate=15.0,
+        sid_rate=10.0,
+        all_rate=5.0,
+        drop_every=2.0,
+        project_client=False,
+        seed=5,
+    )
+    report = await run_scenario(scenario, folder=tmp_path / "run")
+    summary = f"\n{render([report])}\nrun folder: {report.folder}"
+    assert sum(check.drops for check in report.checks) > 0, summary
+    assert sum(check.lost for check in report.checks) > 0, summary
+    assert sum(check.recovered for check in report.checks) == 0, summary
+
+
 def test_oracle_counts_lost_duplicated_reordered_and_sid_windows() -> None:
     """The checker itself: a green chaos run means something only if it sees every kind of fault."""
     events = [
