@@ -40,11 +40,11 @@ async def replay_once(target: Target, ctl: Client, n: int, emitters: int) -> lis
     first = Client()
     await first.connect(target.url, {"room": room})
     await blast(ctl, [first], 1, room=room, emitters=1)
-    live_seconds, _ = await blast(ctl, [first], n, room=room, emitters=emitters, timeout=60 + n / 100)
+    live_seconds, _ = await blast(ctl, [first], n, room=room, emitters=emitters, timeout=60 + n / 20)
     pid, offset = first.pid, first.offset
     await first.drop()
     await asyncio.sleep(0.5)  # the server notices the closed transport and keeps the session
-    await blast(ctl, [], n, room=room, emitters=emitters, timeout=60 + n / 100)
+    await blast(ctl, [], n, room=room, emitters=emitters, timeout=60 + n / 20)
     again = Client()
     done = again.expect(n)
     note = ""
@@ -52,7 +52,7 @@ async def replay_once(target: Target, ctl: Client, n: int, emitters: int) -> lis
         start = time.perf_counter()
         try:
             await again.connect(target.url, {"pid": pid, "offset": offset, "room": room})
-            end = await asyncio.wait_for(done, 60 + n / 100)
+            end = await asyncio.wait_for(done, 60 + n / 20)
         except Exception as exc:  # reported in the table
             end = float("nan")
             note = f"{type(exc).__name__}: {exc} ({again.count} of {n} arrived)"[:90]
