@@ -77,6 +77,14 @@ async def test_js_client_whose_session_expired_gets_a_new_session_and_resync(
     assert again["pid"] != first["pid"]
     assert await assert_resync(node, again, app) == UNKNOWN
 
+    # the new session is recoverable in its turn
+    await go_away(node, proxy)
+    await emit_numbered(app, [2], room=room)
+    third = await come_back(node, proxy)
+    assert (third["id"], third["recovered"], third["pid"]) == (again["id"], True, again["pid"])
+    await wait_numbered(node, 2)
+    assert [m["args"][0]["n"] for m in node.events("tick")] == [0, 2]  # 1 was lost: resync said so
+
 
 @pytest.mark.node
 async def test_js_client_whose_offset_was_trimmed_gets_a_new_session_and_resync(
@@ -136,3 +144,32 @@ async def test_python_client_with_an_unknown_pid_gets_resync_without_an_offset(
         assert info["recovery_failed"] == args[0]["reason"]
     finally:
         await client.disconnect()
+
+
+@pytest.mark.node
+async def test_js_client_disconnected_by_the_server_does_not_recover(
+    use_app: AppFactory, node: NodeClient, room: str
+) -> None:
+    app = use_app()
+    first = await connect_js(node, app.url, rooms=[room])
+    await app.control("disconnect", sid=first["id"])  # sio.disconnect(sid): explicit, as in Node
+    assert (await node.wait_disconnect())["reason"] == "io server disconnect"  # no auto-reconnect
+    await node.command("open")
+    again = await node.wait_connect()
+    assert again["id"] != first["id"]
+    assert await assert_resync(node, again, app) == UNKNOWN
+
+
+@pytest.mark.node
+async def test_js_client_gets_resync_after_a_restart_on_a_store_that_is_not_durable(
+    make_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any], room: str
+) -> None:
+    app = make_app(store="memory://")
+    proxy = await proxy_factory(app.port)
+    first = await connect_js(node, proxy.url, rooms=[room])
+    proxy.hold()
+    app.restart()  # the in-memory store, and the sessions in it, are gone
+    await node.wait_disconnect()
+    again = await come_back(node, proxy)
+    assert again["id"] != first["id"]
+    assert await assert_resync(node, again, app) == UNKNOWN

@@ -23,6 +23,8 @@ The app, on the namespaces ``/`` and ``/other``:
 * ``connect(sid, environ, auth)``: unless ``delivery.recovered(sid)``, joins the rooms in
   ``auth["rooms"]`` and saves ``auth["data"]`` as session data; records the connect
   (sid, recovered, recovery_failed) for the ``connects`` control op.
+* ``disconnect(sid, reason)``: records it (``disconnects`` op); with ``--disconnect-delay S`` it
+  then awaits S seconds, like an app that writes to its database when a client leaves.
 * client events: ``join`` / ``leave`` (room), ``set_data`` (dict merged into the session;
   acks the session), ``get_data``, ``echo`` (acks its arguments), ``whoami`` (acks the
   ``info`` of the caller), ``drop`` (force-closes the caller's transport, no ack), ``control``
@@ -38,8 +40,8 @@ The app, on the namespaces ``/`` and ``/other``:
   ``skip_sid``, ``namespace``), ``call`` (``event``, ``data``, ``to``, ``timeout``: an emit with
   an ack callback -> ``{"ack"}`` or ``{"error"}``), ``publish`` (``event``, ``data`` or
   ``batch`` of data, ... -> ``{"offset", "offsets"}``),
-  ``drop`` (``sid``), ``info`` (``sid`` -> connected, rooms, session, recovered,
-  recovery_failed), ``connects``, ``disconnects``, ``runs``, ``work_log``, ``release`` (``gate``),
+  ``drop`` (``sid``), ``disconnect`` (``sid``: ``sio.disconnect``), ``info`` (``sid`` ->
+  connected, rooms, session, recovered, recovery_failed), ``connects``, ``disconnects``, ``runs``, ``work_log``, ``release`` (``gate``),
   ``wait_saved`` (``pid``: waits until the store holds that session, returns its record),
   ``trim`` (runs the store's retention now).
 
@@ -82,9 +84,11 @@ class TestApp:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, sio: Any, delivery: Any | None) -> None:
+    def __init__(self, sio: Any, delivery: Any | None, *, disconnect_delay: float = 0.0) -> None:
         self.sio = sio
         self.delivery = delivery
+        #: seconds the disconnect handler awaits (an app that writes to its database on disconnect)
+        self.disconnect_delay = disconnect_delay
         self.connects: list[dict[str, Any]] = []
         self.disconnects: list[dict[str, Any]] = []
         self.runs: dict[str, int] = {}
@@ -214,6 +218,9 @@ class TestApp:
                 for data in (spec["batch"] if "batch" in spec else [spec.get("data")])
             ]
             return {"offset": offsets[-1], "offsets": offsets}
+        if op == "disconnect":  # the server's own, explicit disconnect
+            await self.sio.disconnect(spec["sid"], namespace=namespace)
+            return {"disconnected": spec["sid"]}
         if op == "drop":
             return {"dropped": await self.drop(spec["sid"], namespace)}
         if op == "info":
@@ -267,6 +274,8 @@ class TestApp:
         @on("disconnect")
         async def disconnect(sid: str, reason: Any = None) -> None:
             self.disconnects.append({"sid": sid, "namespace": namespace, "reason": str(reason)})
+            if self.disconnect_delay:
+                await asyncio.sleep(self.disconnect_delay)
 
         @on("join")
         async def join(sid: str, room: str) -> list[str]:
@@ -366,7 +375,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any | None, TestApp]:
 
             options["identity"] = identity
         delivery = Delivery(sio, store=args.store, **options)
-    return sio, delivery, TestApp(sio, delivery)
+    return sio, delivery, TestApp(sio, delivery, disconnect_delay=args.disconnect_delay)
 
 
 async def _serve_asgi(sio: Any, app: TestApp, port: int, stop: asyncio.Event) -> None:
@@ -470,6 +479,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ping-interval", type=float, default=25.0)
     parser.add_argument("--ping-timeout", type=float, default=20.0)
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument(
+        "--disconnect-delay", type=float, default=0.0, help="seconds the app's disconnect handler awaits"
+    )
     return parser.parse_args(argv)
 
 
