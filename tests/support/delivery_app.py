@@ -41,7 +41,8 @@ The app, on the namespaces ``/`` and ``/other``:
   an ack callback -> ``{"ack"}`` or ``{"error"}``), ``publish`` (``event``, ``data`` or
   ``batch`` of data, ... -> ``{"offset", "offsets"}``),
   ``drop`` (``sid``), ``disconnect`` (``sid``: ``sio.disconnect``), ``info`` (``sid`` ->
-  connected, rooms, session, recovered, recovery_failed), ``connects``, ``disconnects``, ``runs``, ``work_log``, ``release`` (``gate``),
+  connected, rooms, session, recovered, recovery_failed), ``connects``, ``disconnects``,
+  ``runs``, ``work_log``, ``release`` (``gate``),
   ``wait_saved`` (``pid``: waits until the store holds that session, returns its record),
   ``trim`` (runs the store's retention now).
 
