@@ -8,6 +8,7 @@ every retry the ack the first run produced. The app's ``work`` handler counts it
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -179,3 +180,28 @@ async def test_js_emits_queued_while_disconnected_run_once_each_in_order_after_r
     assert acks == [[None, {"key": key, "run": 1, "value": i}] for i, key in enumerate(keys)]
     log = [key for key in await app.control("work_log") if key in keys]
     assert log == keys  # each once, in the order they were emitted
+
+
+@pytest.mark.node
+async def test_js_retry_after_the_handler_raised_runs_it_again(use_app: AppFactory, node: NodeClient) -> None:
+    """A failed run records nothing: the retry runs the handler, and its ack is the one kept."""
+    app = use_app()
+    await connect_js(node, app.url, **RETRYING)
+    key = new_key()
+    assert await acked(node, "work", {"idempotencyKey": key, "fail_first": True}) == {
+        "key": key,
+        "run": 2,
+        "value": None,
+    }
+    assert await acked(node, "work", {"idempotencyKey": key}) == {"key": key, "run": 2, "value": None}
+    assert (await app.control("runs"))[key] == 2
+
+
+async def test_a_key_is_forgotten_after_the_idempotency_ttl(use_app: AppFactory) -> None:
+    app = use_app(extra=("--idempotency-ttl", "0.5"))
+    key = new_key()
+    async with PyClient.connect(app.url) as client:
+        first = await client.sio.call("work", {"idempotencyKey": key}, timeout=20)
+        await asyncio.sleep(1.5)  # let the 0.5 s ttl pass
+        later = await client.sio.call("work", {"idempotencyKey": key}, timeout=20)
+    assert (first["run"], later["run"]) == (1, 2)

@@ -34,7 +34,8 @@ The app, on the namespaces ``/`` and ``/other``:
   when it has no key) and acks
   ``{"key", "run", "value"}``; on its first run for a key it may wait for a gate
   (``payload["gate"]``, opened by the ``release`` control op) or drop the caller's
-  transport before returning (``payload["drop_first"]``), so the ack is lost.
+  transport before returning (``payload["drop_first"]``), so the ack is lost, or raise
+  (``payload["fail_first"]``: no ack).
 * control ops (``POST /_control`` with a JSON object ``{"op": ..., ...}``, or the ``control``
   event): ``emit`` (``event``, ``args`` or ``batch`` of args lists, ``to``, ``room``,
   ``skip_sid``, ``namespace``), ``call`` (``event``, ``data``, ``to``, ``timeout``: an emit with
@@ -325,6 +326,8 @@ class TestApp:
             self.work_log.append(key)
             if run == 1 and isinstance(payload.get("gate"), str):
                 await self.gate(payload["gate"]).wait()
+            if run == 1 and payload.get("fail_first"):
+                raise RuntimeError("work failed on purpose (fail_first)")
             if run == 1 and payload.get("drop_first"):
                 await self.drop(sid, namespace)
             return {"key": key, "run": run, "value": payload.get("value")}
