@@ -22,6 +22,8 @@ Variants:
   python-socketio's ``AsyncRedisManager``, with one node emitting);
 * ``redis-store``: one server on Redis; the Redis server is restarted mid-run (clean
   shutdown, append-only file); the baseline has no store to restart;
+* ``mongodb``: one server on the MongoDB store (SecantusDB, the MongoDB-compatible server
+  in the dev environment); the server process is killed mid-run and restarted;
 * ``memory``: one server on the in-memory store, drops only.
 
 Prints a table per run; asserts nothing. Exit status 1 when a Delivery run lost,
@@ -45,11 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "contrib" / "examples"))
 
 from _chaos_redis import RedisService, redis_available
-from _common import machine
+from _common import SecantusServer, machine
 from delivery_chaos import Report, Scenario, render, render_runs, run_scenario
 from delivery_chaos.run import js_available
 
-VARIANTS = ("sqlite", "redis-nodes", "redis-store", "memory")
+VARIANTS = ("sqlite", "redis-nodes", "redis-store", "mongodb", "memory")
 DEFAULT_VARIANTS = ("sqlite", "redis-nodes", "redis-store")
 
 
@@ -110,6 +112,15 @@ async def run_variant(
         if not redis_available():
             return [(variant, "skipped: redis-server is not installed (make services)")]
         service = await stack.enter_async_context(RedisService())
+    mongo_url = ""
+    if variant == "mongodb":
+        mongo = SecantusServer()
+        try:
+            await asyncio.to_thread(mongo.start)
+        except RuntimeError as exc:
+            return [(variant, f"skipped: {exc}")]
+        stack.callback(mongo.stop)
+        mongo_url = mongo.url
     if variant == "sqlite":
         delivery = base.replace(name="sqlite, kill -9", store="sqlite", server_restarts=1)
         plain = delivery.replace(name="plain, kill -9")
@@ -127,6 +138,9 @@ async def run_variant(
         assert service is not None
         delivery = base.replace(name="redis, store restart", store=service.url, store_restarts=1)
         plain = base.replace(name="plain (no store)", store="sqlite")
+    elif variant == "mongodb":
+        delivery = base.replace(name="mongodb, kill -9", store=mongo_url, server_restarts=1)
+        plain = delivery.replace(name="plain, kill -9", store="sqlite")
     else:
         delivery = base.replace(name="memory, drops", store="memory")
         plain = delivery.replace(name="plain, drops")

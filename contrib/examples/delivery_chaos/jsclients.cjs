@@ -63,6 +63,7 @@ class ChaosClient {
     });
     this.socket.io.on("open", () => {
       this.openAt = performance.now();
+      this.timeline.push([Date.now() / 1000, "transport open"]);
     });
     this.socket.on("connect", () => {
       if (this.connects > 0) {

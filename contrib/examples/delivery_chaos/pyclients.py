@@ -57,14 +57,14 @@ class ChaosClient:
         self.recovered = 0
         self.resyncs = 0
         self.resync_reasons: list[str] = []
-        #: (unix time, what happened): drops, connects, resyncs; for bug reports
-        self.timeline: list[tuple[float, str]] = []
         self.drops = 0
         self.latencies: list[float] = []
         self.transport_open_at = 0.0
         self.got_end = asyncio.Event()
         self.dropping = True
         self.project = base is not None
+        #: (unix time, what happened): drops, transports opened, connects, resyncs; for bug reports
+        self.timeline: list[tuple[float, str]] = []
         self.sio = self._make(base)
 
     # -- the client object --------------------------------------------------------
@@ -75,6 +75,7 @@ class ChaosClient:
         class Instrumented(parent):  # type: ignore[misc, valid-type]
             async def _handle_eio_connect(self) -> None:
                 owner.transport_open_at = time.monotonic()
+                owner.timeline.append((time.time(), "transport open"))
                 await super()._handle_eio_connect()
 
             async def _handle_connect(self, namespace: str, data: Any) -> None:
