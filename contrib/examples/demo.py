@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from delivery_chaos import Report, Scenario, render, run_scenario
+from delivery_chaos import Report, Scenario, render, render_runs, run_scenario
 from delivery_chaos.run import js_available
 
 EXPLAIN = """\
@@ -111,6 +111,8 @@ async def demo(args: argparse.Namespace) -> int:
 
     print()
     print(render(reports))
+    print()
+    print(render_runs(reports))
     print()
     print(EXPLAIN)
     delivery = reports[0]
