@@ -102,7 +102,9 @@ def test_objects_that_are_not_async_mongo_clients_are_refused() -> None:
     sync_client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(connect=False)
     try:
         with pytest.raises(ConfigurationError, match="asyncio client"):
-            asyncio.run(MongoEventStore(sync_client).open())
+            MongoEventStore(sync_client)
+        with pytest.raises(ConfigurationError, match="asyncio client"):
+            MongoEventStore(sync_client["db"])
     finally:
         sync_client.close()
 

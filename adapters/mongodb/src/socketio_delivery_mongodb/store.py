@@ -151,6 +151,12 @@ class MongoEventStore:
         elif client is None:
             raise ConfigurationError("MongoEventStore needs a URL, a client or a database object")
         else:
+            clients, databases = _driver_types()
+            if not isinstance(client, (*clients, *databases)):
+                raise ConfigurationError(
+                    "MongoEventStore takes a URL, or an asyncio client or database of PyMongo "
+                    f"(AsyncMongoClient) or Motor (AsyncIOMotorClient), got {type(client).__name__}"
+                )
             self._given = client
             if options is None:
                 from socketio_delivery.config import build_options
