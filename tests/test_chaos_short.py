@@ -17,14 +17,14 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "contrib" / "examples"))
 
-from delivery_chaos import Scenario, render, run_scenario
+from delivery_chaos import Report, Scenario, render, run_scenario
 from delivery_chaos.oracle import check_run
 from delivery_chaos.run import js_available
 
 
-def describe_failures(report: object) -> str:
+def describe_failures(report: Report) -> str:
     lines = []
-    for check in report.checks:  # type: ignore[attr-defined]
+    for check in report.checks:
         bad = check.lost or check.duplicated or check.reordered or check.phantom or check.bad_offset
         if bad or check.problems or check.resyncs:
             lines.append(

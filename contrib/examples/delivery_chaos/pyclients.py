@@ -29,7 +29,7 @@ log = logging.getLogger("delivery_chaos.pyclients")
 def project_client_class() -> type[socketio.AsyncClient] | None:
     """The project's Python client, when it is installed."""
     try:
-        from socketio_delivery import client as mod  # type: ignore[attr-defined]
+        from socketio_delivery import client as mod
     except ImportError:
         return None
     for name in ("AsyncClient", "DeliveryClient", "Client"):
@@ -72,7 +72,7 @@ class ChaosClient:
         owner = self
         parent: type[Any] = base or socketio.AsyncClient
 
-        class Instrumented(parent):  # type: ignore[misc, valid-type]
+        class Instrumented(parent):  # type: ignore[misc]
             async def _handle_eio_connect(self) -> None:
                 owner.transport_open_at = time.monotonic()
                 owner.timeline.append((time.time(), "transport open"))

@@ -122,7 +122,7 @@ class ChaosServer:
     async def open(self) -> None:
         await self.store.open()
         if self.mode == "delivery":
-            from socketio_delivery import Delivery  # type: ignore[attr-defined]
+            from socketio_delivery import Delivery
 
             self.delivery = Delivery(
                 self.sio, store=self.store, recovery_window=self.config["recovery_window"]
