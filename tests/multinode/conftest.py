@@ -32,6 +32,9 @@ from mn_balancer import Balancer  # noqa: E402
 from mn_cluster import AnyClient, Cluster, JsClient, PyClient  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 
+#: MN_LOG_LEVEL=INFO shows every recovery in the node logs printed for a failed test
+LOG_LEVEL = ["--log-level", os.environ.get("MN_LOG_LEVEL", "WARNING")]
+
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
@@ -50,7 +53,9 @@ def print_logs_if_failed(request: pytest.FixtureRequest, cluster: Cluster) -> No
 def redis_cluster(redis_server: RedisServer) -> Iterator[Cluster]:
     redis_server.start()
     prefix = f"mn-{uuid.uuid4().hex[:10]}"
-    cluster = Cluster(store=f"{redis_server.url}?prefix={prefix}", redis_manager=redis_server.url)
+    cluster = Cluster(
+        store=f"{redis_server.url}?prefix={prefix}", redis_manager=redis_server.url, extra=LOG_LEVEL
+    )
     cluster.start_now()
     yield cluster
     cluster.close()
@@ -59,7 +64,7 @@ def redis_cluster(redis_server: RedisServer) -> Iterator[Cluster]:
 @pytest.fixture(scope="session")
 def mongo_cluster(mongo_server: Any) -> Iterator[Cluster]:
     mongo_server.start()
-    cluster = Cluster(store=f"{mongo_server.url}/mn_{uuid.uuid4().hex[:10]}")
+    cluster = Cluster(store=f"{mongo_server.url}/mn_{uuid.uuid4().hex[:10]}", extra=LOG_LEVEL)
     cluster.start_now()
     yield cluster
     cluster.close()

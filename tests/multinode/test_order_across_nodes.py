@@ -76,8 +76,10 @@ async def test_concurrent_emits_from_three_nodes_reach_hopping_clients_in_offset
         )
     moved = 0
     for client, entry in members:
-        assert client.resyncs() == [], f"{client.name}: a reconnect did not recover"
-        assert client.ticks() == expected, f"{client.name}: lost, duplicated or reordered events"
+        state = f"{client.name}: connected={client.connected}, connects={client.connects()}"
+        state += f", nodes={entry.history}"  # type: ignore[attr-defined]
+        assert client.resyncs() == [], f"a reconnect did not recover: {state}"
+        assert client.ticks() == expected, f"lost, duplicated or reordered: {state}"
         connects = client.connects()
         assert {sid for sid, _ in connects} == {connects[0][0]}, f"{client.name}: sid changed"
         assert [recovered for _, recovered in connects] == [False] + [True] * (len(connects) - 1)
