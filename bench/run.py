@@ -35,7 +35,7 @@ SMALL: dict[str, list[str]] = {
     "persist": [],
     "e2e": ["--node"],
     "replay": ["--node"],
-    "soak": ["--seconds", "30"],
+    "soak": ["--seconds", "30", "--keep", "2000"],
     "growth": ["--fill-seconds", "30"],
 }
 BIG: dict[str, list[str]] = {
