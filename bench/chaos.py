@@ -24,6 +24,8 @@ Variants:
   shutdown, append-only file); the baseline has no store to restart;
 * ``mongodb``: one server on the MongoDB store (SecantusDB, the MongoDB-compatible server
   in the dev environment); the server process is killed mid-run and restarted;
+* ``slow-sqlite``: as ``sqlite``, with every store call made 0..0.2 s slower (a wrapper):
+  widens every race window between connects, disconnects, saves and replays;
 * ``memory``: one server on the in-memory store, drops only.
 
 Prints a table per run; asserts nothing. Exit status 1 when a Delivery run lost,
@@ -51,7 +53,7 @@ from _common import SecantusServer, machine
 from delivery_chaos import Report, Scenario, render, render_runs, run_scenario
 from delivery_chaos.run import js_available
 
-VARIANTS = ("sqlite", "redis-nodes", "redis-store", "mongodb", "memory")
+VARIANTS = ("sqlite", "redis-nodes", "redis-store", "mongodb", "slow-sqlite", "memory")
 DEFAULT_VARIANTS = ("sqlite", "redis-nodes", "redis-store")
 
 
@@ -138,6 +140,9 @@ async def run_variant(
         assert service is not None
         delivery = base.replace(name="redis, store restart", store=service.url, store_restarts=1)
         plain = base.replace(name="plain (no store)", store="sqlite")
+    elif variant == "slow-sqlite":
+        delivery = base.replace(name="slow sqlite, kill -9", store="slow-sqlite", server_restarts=1)
+        plain = delivery.replace(name="plain, kill -9", store="sqlite")
     elif variant == "mongodb":
         delivery = base.replace(name="mongodb, kill -9", store=mongo_url, server_restarts=1)
         plain = delivery.replace(name="plain, kill -9", store="sqlite")

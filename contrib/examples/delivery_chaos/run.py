@@ -66,6 +66,8 @@ def free_port() -> int:
 def store_url(scenario: Scenario, folder: Path, name: str) -> str:
     if scenario.store == "sqlite":
         return f"sqlite:///{folder / name}"
+    if scenario.store == "slow-sqlite":  # every store call 0..0.2 s slower (see slowstore.py)
+        return f"slow+sqlite:///{folder / name}"
     if scenario.store == "memory":
         return "memory://"
     return scenario.store

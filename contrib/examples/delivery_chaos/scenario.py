@@ -17,9 +17,10 @@ MODES = ("delivery", "plain")
 class Scenario:
     """One run. Defaults are the ``make chaos`` run (200 clients, 60 s).
 
-    ``store`` is ``"sqlite"`` (a fresh file in the run's folder), ``"memory"`` or a
-    store URL. In ``plain`` mode the server has no Delivery: it writes the same log
-    itself (persist, then emit, one at a time) so the same oracle applies.
+    ``store`` is ``"sqlite"`` (a fresh file in the run's folder), ``"slow-sqlite"`` (the
+    same, every store call made 0..0.2 s slower), ``"memory"`` or a store URL. In ``plain``
+    mode the server has no Delivery: it writes the same log itself (persist, then emit, one
+    at a time) so the same oracle applies.
     """
 
     name: str = "chaos"

@@ -36,7 +36,9 @@ from typing import Any, TypeVar
 
 import socketio
 import uvicorn
-from socketio_delivery import EventStore, StoreError, open_store
+from socketio_delivery import EventStore, StoreError
+
+from .slowstore import open_maybe_slow
 
 T = TypeVar("T")
 NAMESPACE = "/"
@@ -108,7 +110,7 @@ class ChaosServer:
         )
         self.app = socketio.ASGIApp(self.sio)
         self.delivery: Any = None
-        self.store: EventStore = open_store(config["store"])
+        self.store: EventStore = open_maybe_slow(config["store"])
         self.stream = PLAIN_STREAM
         self.targets: dict[str, str] = {}  # client id -> its current sid
         self.boot = secrets.token_hex(3)
