@@ -101,3 +101,43 @@ async def test_js_client_recovers_each_namespace_of_one_connection(
     await wait_numbered(node, 10, name="o")
     assert numbers(node.events("tick")) == [0]
     assert numbers(node.events("tick", name="o")) == [10]
+
+
+async def test_events_to_a_room_while_the_client_was_out_of_it_are_not_replayed_after_it_rejoined(
+    use_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any], room: str
+) -> None:
+    app = use_app()
+    proxy = await proxy_factory(app.port)
+    await connect_js(node, proxy.url, rooms=[room])
+    assert await node.call("leave", room) == []
+    await emit_numbered(app, [100], room=room)  # it was not in the room then
+    assert await node.call("join", room) == [room]
+    await emit_numbered(app, [0], room=room)
+    await wait_numbered(node, 0)
+
+    await go_away(node, proxy)
+    await emit_numbered(app, [1], room=room)
+    again = await come_back(node, proxy)
+    assert again["recovered"] is True
+    await emit_numbered(app, [2], room=room)
+    await wait_numbered(node, 2)
+    assert numbers(node.events("tick")) == [0, 1, 2]
+
+
+async def test_a_client_joining_a_room_right_after_an_emit_to_it_does_not_get_that_event(
+    use_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any], room: str
+) -> None:
+    """As with python-socketio alone: an emit reaches the room's members when ``emit`` returns."""
+    app = use_app()
+    proxy = await proxy_factory(app.port)
+    me = await connect_js(node, proxy.url)
+    await app.control("emit_then_join", event="tick", args=[{"n": 100}], room=room, sid=me["id"])
+    await emit_numbered(app, [0], room=room)
+    await wait_numbered(node, 0)
+
+    await go_away(node, proxy)
+    await emit_numbered(app, [1], room=room)
+    again = await come_back(node, proxy)
+    assert again["recovered"] is True
+    await wait_numbered(node, 1)
+    assert numbers(node.events("tick")) == [0, 1]  # never 100: it was not in the room then

@@ -41,7 +41,8 @@ The app, on the namespaces ``/`` and ``/other``:
   ``skip_sid``, ``namespace``), ``call`` (``event``, ``data``, ``to``, ``timeout``: an emit with
   an ack callback -> ``{"ack"}`` or ``{"error"}``), ``publish`` (``event``, ``data`` or
   ``batch`` of data, ... -> ``{"offset", "offsets"}``),
-  ``drop`` (``sid``), ``disconnect`` (``sid``: ``sio.disconnect``), ``info`` (``sid`` ->
+  ``emit_then_join`` (``event``, ``args``, ``room``, ``sid``), ``drop`` (``sid``),
+  ``disconnect`` (``sid``: ``sio.disconnect``), ``info`` (``sid`` ->
   connected, rooms, session, recovered, recovery_failed), ``connects``, ``disconnects``,
   ``runs``, ``work_log``, ``release`` (``gate``),
   ``wait_saved`` (``pid``: waits until the store holds that session, returns its record),
@@ -220,6 +221,10 @@ class TestApp:
                 for data in (spec["batch"] if "batch" in spec else [spec.get("data")])
             ]
             return {"offset": offsets[-1], "offsets": offsets}
+        if op == "emit_then_join":  # emit to a room, then (same task, at once) add sid to it
+            await self.sio.emit(spec["event"], spec["args"][0], room=spec["room"], namespace=namespace)
+            await self.sio.enter_room(spec["sid"], spec["room"], namespace=namespace)
+            return {"joined": spec["room"]}
         if op == "disconnect":  # the server's own, explicit disconnect
             await self.sio.disconnect(spec["sid"], namespace=namespace)
             return {"disconnected": spec["sid"]}
