@@ -141,3 +141,15 @@ async def test_a_client_joining_a_room_right_after_an_emit_to_it_does_not_get_th
     assert again["recovered"] is True
     await wait_numbered(node, 1)
     assert numbers(node.events("tick")) == [0, 1]  # never 100: it was not in the room then
+
+
+async def test_a_client_leaving_a_room_right_after_an_emit_to_it_still_gets_that_event(
+    use_app: AppFactory, node: NodeClient, room: str
+) -> None:
+    """As with python-socketio alone: it was a member when ``emit`` returned, so the event is its."""
+    app = use_app()
+    me = await connect_js(node, app.url, rooms=[room])
+    await app.control("emit_then_leave", event="tick", args=[{"n": 0}], room=room, sid=me["id"])
+    await emit_numbered(app, [1], to=me["id"])
+    await wait_numbered(node, 1)
+    assert numbers(node.events("tick")) == [0, 1]

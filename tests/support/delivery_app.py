@@ -41,7 +41,7 @@ The app, on the namespaces ``/`` and ``/other``:
   ``skip_sid``, ``namespace``), ``call`` (``event``, ``data``, ``to``, ``timeout``: an emit with
   an ack callback -> ``{"ack"}`` or ``{"error"}``), ``publish`` (``event``, ``data`` or
   ``batch`` of data, ... -> ``{"offset", "offsets"}``),
-  ``emit_then_join`` (``event``, ``args``, ``room``, ``sid``), ``drop`` (``sid``),
+  ``emit_then_join`` / ``emit_then_leave`` (``event``, ``args``, ``room``, ``sid``), ``drop`` (``sid``),
   ``disconnect`` (``sid``: ``sio.disconnect``), ``info`` (``sid`` ->
   connected, rooms, session, recovered, recovery_failed), ``connects``, ``disconnects``,
   ``runs``, ``work_log``, ``release`` (``gate``),
@@ -225,6 +225,10 @@ class TestApp:
             await self.sio.emit(spec["event"], spec["args"][0], room=spec["room"], namespace=namespace)
             await self.sio.enter_room(spec["sid"], spec["room"], namespace=namespace)
             return {"joined": spec["room"]}
+        if op == "emit_then_leave":  # emit to a room, then (same task, at once) take sid out of it
+            await self.sio.emit(spec["event"], spec["args"][0], room=spec["room"], namespace=namespace)
+            await self.sio.leave_room(spec["sid"], spec["room"], namespace=namespace)
+            return {"left": spec["room"]}
         if op == "disconnect":  # the server's own, explicit disconnect
             await self.sio.disconnect(spec["sid"], namespace=namespace)
             return {"disconnected": spec["sid"]}
