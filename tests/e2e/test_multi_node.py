@@ -46,9 +46,11 @@ async def test_js_client_recovers_on_another_node_with_events_emitted_on_both(
     assert (me["rooms"], me["session"]) == ([room], {"user": "fay"})
     await emit_numbered(a, [3], room=room)  # live, from the node it left
     await emit_numbered(b, [4], room=room)
-    await wait_numbered(node, 4)
+    await emit_numbered(a, [5], to=first["id"])  # to its sid, from the node it is not on
+    await emit_numbered(a, [6])  # to everyone, from there too
+    await wait_numbered(node, 6)
     ticks = node.events("tick")
-    assert numbers(ticks) == [0, 1, 2, 3, 4]
+    assert numbers(ticks) == [0, 1, 2, 3, 4, 5, 6]
     offsets(ticks)
 
 
