@@ -55,6 +55,8 @@ class Entry:
     pin: str | None = None
     #: while True, new connections are accepted and reset at once (the client keeps retrying)
     held: bool = False
+    #: the entry's next connection is reset once this many bytes went from the node to the client
+    cut_after_bytes: int | None = None
     #: node of every connection this entry made, in order
     history: list[str] = field(default_factory=list)
     links: list[Link] = field(default_factory=list)
@@ -116,20 +118,27 @@ class Balancer:
             link = Link(entry, node, writer, up_writer)
             entry.history.append(node)
             entry.links.append(link)
+            limit, entry.cut_after_bytes = entry.cut_after_bytes, None
             link.tasks = [
                 asyncio.create_task(self._pump(reader, up_writer, link)),
-                asyncio.create_task(self._pump(up_reader, writer, link)),
+                asyncio.create_task(self._pump(up_reader, writer, link, limit)),
             ]
             return
         self.refused += 1
         writer.transport.abort()
 
     @staticmethod
-    async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: Link) -> None:
+    async def _pump(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, link: Link, limit: int | None = None
+    ) -> None:
         try:
-            while data := await reader.read(65536):
+            while data := await reader.read(65536 if limit is None else min(limit, 65536)):
                 writer.write(data)
                 await writer.drain()
+                if limit is not None:
+                    limit -= len(data)
+                    if limit <= 0:
+                        break  # the finally resets both sides
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:

@@ -192,10 +192,13 @@ class PyClient:
             randomization_factor=0,
             ack_timeout=3.0,
             retries=20,
+            connect_timeout=8.0,  # a reconnect the server closes waits this long (see docs/operations.md)
         )
         self._ticks: list[Any] = []
         self._connects: list[tuple[str, bool]] = []
         self._resyncs: list[Any] = []
+        #: the reason of every disconnect the client noticed
+        self.disconnects: list[str] = []
 
         @self.client.on("tick")
         def tick(data: Any) -> None:
@@ -208,6 +211,15 @@ class PyClient:
         @self.client.on(RESYNC_EVENT)
         def resync(info: Any) -> None:
             self._resyncs.append(info)
+
+        @self.client.on("disconnect")
+        def disconnect(reason: Any = None) -> None:
+            self.disconnects.append(str(reason))
+
+    def describe(self) -> str:
+        """The client's own view, for failure messages."""
+        eio = self.client.eio
+        return f"disconnects={self.disconnects}, eio.state={eio.state}, eio.sid={eio.sid}"
 
     async def connect(
         self, url: str, *, rooms: Iterable[str] = (), data: dict[str, Any] | None = None

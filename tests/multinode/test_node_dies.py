@@ -20,6 +20,8 @@ Clients = Callable[[str, str], Awaitable[AnyClient]]
 async def test_clients_of_a_killed_node_recover_on_the_others(
     cluster: Cluster, lb: Balancer, clients: Clients, room: str, mix: str
 ) -> None:
+    if cluster.kind == "mongodb" and "js" in mix:
+        pytest.skip("the JS client runs this on Redis (time budget)")
     kinds = ["py"] * 5 + (["js"] * 2 if "js" in mix else [])
     members = []
     for i, kind in enumerate(kinds):

@@ -16,14 +16,14 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 from mn_balancer import Balancer
-from mn_cluster import AnyClient, Cluster, JsClient, until
+from mn_cluster import AnyClient, Cluster, JsClient, PyClient, until
 
 Clients = Callable[[str, str], Awaitable[AnyClient]]
 
 JS_CLIENTS = 4
 BATCH = 5  # events per round
 #: store -> (Python clients, rounds per node, pause between cuts): SecantusDB is slower than mongod
-LOAD = {"redis": (16, 12, (0.02, 0.08)), "mongodb": (8, 6, (0.05, 0.15))}
+LOAD = {"redis": (12, 8, (0.02, 0.06)), "mongodb": (8, 5, (0.05, 0.15))}
 
 
 @pytest.mark.slow
@@ -31,6 +31,8 @@ LOAD = {"redis": (16, 12, (0.02, 0.08)), "mongodb": (8, 6, (0.05, 0.15))}
 async def test_concurrent_emits_from_three_nodes_reach_hopping_clients_in_offset_order(
     cluster: Cluster, lb: Balancer, clients: Clients, room: str, mix: str
 ) -> None:
+    if cluster.kind == "mongodb" and "js" in mix:
+        pytest.skip("the JS client runs this on Redis (SecantusDB is slow; time budget)")
     py_clients, rounds, pause = LOAD[cluster.kind]
     kinds = ["py"] * py_clients + (["js"] * JS_CLIENTS if "js" in mix else [])
     members: list[tuple[AnyClient, object]] = []
@@ -78,6 +80,12 @@ async def test_concurrent_emits_from_three_nodes_reach_hopping_clients_in_offset
     for client, entry in members:
         state = f"{client.name}: connected={client.connected}, connects={client.connects()}"
         state += f", nodes={entry.history}"  # type: ignore[attr-defined]
+        if isinstance(client, PyClient):
+            state += f", {client.describe()}"
+        node = lb.current_node(entry)  # type: ignore[arg-type]
+        if node is not None and client.ticks() != expected:
+            info = await cluster.control(node, "info", sid=client.connects()[-1][0])
+            state += f", server side on {node}: connected={info['connected']} rooms={info['rooms']}"
         assert client.resyncs() == [], f"a reconnect did not recover: {state}"
         assert client.ticks() == expected, f"lost, duplicated or reordered: {state}"
         connects = client.connects()

@@ -9,11 +9,13 @@ late end of the old disconnect must not unregister it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 from mn_balancer import Balancer
-from mn_cluster import Cluster, PyClient, until
+from mn_cluster import AnyClient, Cluster, PyClient, until
+
+Clients = Callable[[str, str], Awaitable[AnyClient]]
 
 
 @pytest.fixture
@@ -55,3 +57,35 @@ async def test_recovered_socket_keeps_live_delivery_when_the_old_disconnect_ends
             assert (await client.call("whoami"))["connected"] is True
         finally:
             await client.close()
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["py", pytest.param("js", marks=pytest.mark.node)])
+async def test_a_replay_cut_midway_is_completed_on_another_node_each_event_once(
+    cluster: Cluster, lb: Balancer, clients: Clients, room: str, kind: str
+) -> None:
+    """The reconnect's replay (1000 missed events) is cut after a few kB, before the CONNECT reply;
+    the client comes back on a third node and must get every event exactly once, in order."""
+    if cluster.kind != "redis":
+        pytest.skip("one store is enough for this race (time budget)")
+    client = await clients(kind, "c")
+    entry = await lb.entry("c", pin="A")
+    await client.connect(entry.url, rooms=[room])
+    await cluster.emit("B", [0], room=room)
+    await until(lambda: client.ticks() == [0], "tick 0")
+    entry.held = True
+    lb.cut(entry)
+    await until(lambda: not client.connected, "the client saw the drop")
+    await cluster.emit("B", range(1, 1001), room=room)
+    entry.pin, entry.cut_after_bytes, entry.held = "B", 8000, False
+    await until(lambda: len(entry.history) >= 3, "the reconnect to B was cut")
+    entry.pin = "C"
+    await until(lambda: len(client.ticks()) >= 1001 and client.connected, "all missed events", 60)
+    await cluster.emit("A", [1001], room=room)
+    await until(lambda: len(client.ticks()) >= 1002, "live again")
+
+    assert client.resyncs() == []
+    assert [recovered for _, recovered in client.connects()][-1] is True
+    ticks = client.ticks()
+    assert ticks == list(range(1002)), f"{len(ticks)} events, {len(ticks) - len(set(ticks))} duplicates"
