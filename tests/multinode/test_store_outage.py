@@ -99,6 +99,7 @@ async def test_redis_restart_loses_no_acknowledged_emit_and_nodes_recover(
         assert warned, "the nodes log the outage"
         for client, entry in members:
             assert client.ticks() == acknowledged
+            assert len(client.connects()) == 1  # it stayed connected through the outage
             assert all(node.running for node in cluster.nodes.values())
             entry.pin = {"A": "B", "B": "C", "C": "A"}[entry.name]
 
