@@ -54,7 +54,7 @@ class ChaosClient {
     this.dropping = true;
     this.timer = null;
     this.socket = io(url, {
-      transports: ["websocket"],
+      transports: spec.transports === "upgrade" ? ["polling", "websocket"] : ["websocket"],
       auth: { client: spec.id, rooms: spec.rooms },
       reconnectionDelay: 200,
       reconnectionDelayMax: 1000,

@@ -57,6 +57,9 @@ class Scenario:
     seed: int = 1
     #: use the project's Python client when it is installed (else a stock AsyncClient)
     project_client: bool = True
+    #: every other JS client starts on HTTP long-polling and upgrades (the browser default);
+    #: the others, and all Python clients, use WebSocket only
+    js_upgrade: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -77,5 +80,6 @@ class Scenario:
         for kind, count in (("py", self.py_clients), ("js", self.js_clients)):
             for i in range(count):
                 rooms = sorted(rng.sample(names, min(self.rooms_per_client, len(names))))
-                out.append({"id": f"{kind}-{i}", "kind": kind, "rooms": rooms})
+                transports = "upgrade" if kind == "js" and self.js_upgrade and i % 2 else "websocket"
+                out.append({"id": f"{kind}-{i}", "kind": kind, "rooms": rooms, "transports": transports})
         return out
