@@ -39,6 +39,8 @@ class Link:
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: loop time the connection was made
+    created: float = field(default_factory=lambda: asyncio.get_running_loop().time())
 
     @property
     def open(self) -> bool:
@@ -157,6 +159,11 @@ class Balancer:
                 with contextlib.suppress(Exception):
                     end.transport.abort()
         return count
+
+    def settled(self, entry: Entry, age: float) -> bool:
+        """True when the entry's newest connection is open and at least ``age`` seconds old."""
+        link = entry.links[-1] if entry.links else None
+        return link is not None and link.open and asyncio.get_running_loop().time() - link.created >= age
 
     def current_node(self, entry: Entry) -> str | None:
         """The node of the entry's newest open connection."""
