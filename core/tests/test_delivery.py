@@ -71,8 +71,12 @@ async def serve() -> AsyncIterator[Callable[..., Any]]:
 class Client:
     """A stock AsyncClient plus the few lines a CSR client needs (pid + last offset)."""
 
-    def __init__(self, auth: dict[str, Any] | None = None) -> None:
-        self.sio = socketio.AsyncClient(reconnection_delay=0.05, reconnection_delay_max=0.1)
+    def __init__(self, auth: dict[str, Any] | None = None, reconnection_delay: float = 0.05) -> None:
+        self.sio = socketio.AsyncClient(
+            reconnection_delay=reconnection_delay,
+            reconnection_delay_max=reconnection_delay,
+            randomization_factor=0,
+        )
         self.auth = auth or {}
         self.pid: str | None = None
         self.offset: str | None = None
@@ -136,13 +140,15 @@ async def test_emits_carry_increasing_offsets(serve: Callable[..., Any]) -> None
 
 async def test_reconnect_recovers_sid_rooms_session_and_missed_events(serve: Callable[..., Any]) -> None:
     app, url = await serve()
-    client = Client({"room": "r1", "user": "ada"})
+    client = Client({"room": "r1", "user": "ada"}, reconnection_delay=0.5)
     await client.connect(url)
     sid = client.sio.get_sid()
     await app.sio.emit("tick", 0, room="r1")
     await client.wait_for(1)
     await client.drop()
-    while app.sio.manager.is_connected(sid, "/"):
+    for _ in range(1000):  # the client comes back after 0.5 s; the server notices the drop at once
+        if not app.sio.manager.is_connected(sid, "/"):
+            break
         await asyncio.sleep(0.01)
     for n in range(1, 4):
         await app.sio.emit("tick", n, room="r1")

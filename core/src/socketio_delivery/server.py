@@ -63,10 +63,14 @@ _RESERVED = frozenset({"connect", "disconnect", "connect_error", RESYNC_EVENT})
 _EXPLICIT_DISCONNECTS = frozenset({"client disconnect", "server disconnect"})
 _STORE_UNAVAILABLE = "store unavailable"
 _OFFSET_GONE = "offset no longer available"
+#: how long an emit waits for this process's live delivery after persisting (it is durable already)
+_DELIVERY_WAIT = 10.0
+#: how long a recovering connect waits for the old connection's disconnect to finish
+_OLD_DISCONNECT_WAIT = 10.0
 #: how long a reconnect waits for an attempt with the same pid under way in this process
 _ATTEMPT_WAIT = 30.0
-#: before a missed claim is tried again (an attempt on another node may put the record back)
-_CLAIM_RETRY_DELAY = 0.5
+#: pauses before a missed claim is tried again (an attempt on another node may be finishing)
+_CLAIM_RETRY_DELAYS = (0.25, 0.5, 1.0)
 
 Identity = Callable[[str, str], "str | Awaitable[str]"]
 
@@ -292,6 +296,8 @@ class Delivery:
             record["x"] = 1
         persisted = await self.store.persist(namespace, record, rooms=rooms, exclude=exclude)
         tailer.wake()
+        if not await tailer.delivered(persisted.offset, _DELIVERY_WAIT):
+            log.warning("event %s is persisted but not yet delivered by this process", persisted.offset)
         return persisted.offset
 
     @staticmethod
@@ -358,6 +364,7 @@ class Delivery:
                 if stale is not None:  # the old transport is not closed yet: this reconnect wins
                     stale.superseded = True
                     await sio.disconnect(sid, namespace=namespace, ignore_queue=True)
+                await self._old_connection_gone(sid, namespace)
             else:
                 sid = sio.eio.generate_id()
             held = start is not None
@@ -419,6 +426,23 @@ class Delivery:
             if old is not None and attempt is not None:
                 self._end_attempt(old.key, attempt)
 
+    async def _old_connection_gone(self, sid: str, namespace: str) -> None:
+        """Wait while a disconnect of the same sid is still being handled in this process.
+
+        Its last step unregisters the sid; run after the recovered socket registered, it
+        would unregister the new connection.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _OLD_DISCONNECT_WAIT
+        while self.sio.manager.eio_sid_from_sid(sid, namespace) is not None:
+            if loop.time() > deadline:
+                log.warning(
+                    "%s on %s: the old connection is still registered; taking it over", sid, namespace
+                )
+                self.sio.manager.basic_disconnect(sid, namespace)
+                return
+            await asyncio.sleep(0.01)
+
     async def _claim(
         self, namespace: str, request: ConnectRequest
     ) -> tuple[SessionState | None, str | None, str | None]:
@@ -464,19 +488,19 @@ class Delivery:
 
         A client that gave up on a slow CONNECT reply comes back while its first attempt
         still holds the record: it waits for that attempt (which then recovered or put the
-        record back) instead of losing the session. A miss is retried once after a moment,
-        for an attempt under way on another node.
+        record back) instead of losing the session. A miss is retried a few times within
+        two seconds, for an attempt under way on another node.
         """
-        for retry in (True, False):
+        for delay in (*_CLAIM_RETRY_DELAYS, None):
             pending = self._attempts.get(key)
             if pending is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(pending.wait(), _ATTEMPT_WAIT)
             record = await self.store.claim_session(key)
-            if record is not None or not retry:
+            if record is not None or delay is None:
                 return record
             if pending is None and key not in self._attempts:
-                await asyncio.sleep(_CLAIM_RETRY_DELAY)
+                await asyncio.sleep(delay)
         return None
 
     def _end_attempt(self, key: str, attempt: asyncio.Event) -> None:

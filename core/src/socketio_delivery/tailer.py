@@ -57,6 +57,8 @@ class Tailer:
         self._page = page_size
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: (offset, future) of emits waiting until live delivery has passed their offset
+        self._waiters: list[tuple[str, asyncio.Future[None]]] = []
 
     async def start(self) -> None:
         self.position = await self.store.last_offset(self.stream)
@@ -64,6 +66,32 @@ class Tailer:
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def delivered(self, offset: str, timeout: float) -> bool:
+        """Wait until this process has delivered ``offset`` to its clients; False on timeout.
+
+        ``await sio.emit(...)`` returns after this, as python-socketio's own emit returns once
+        the packets are queued: a room joined or left after it does not change who gets it.
+        """
+        if offset <= self.position:
+            return True
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((offset, waiter))
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    def _release(self, everyone: bool = False) -> None:
+        position, waiting = self.position, []
+        for offset, waiter in self._waiters:
+            if everyone or offset <= position:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                waiting.append((offset, waiter))
+        self._waiters = waiting
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -73,6 +101,7 @@ class Tailer:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        self._release(everyone=True)
 
     async def _run(self) -> None:
         backoff = 0.05
@@ -114,6 +143,7 @@ class Tailer:
             return
         async with self.lock:
             self.position = position
+            self._release()
 
     async def drain(self) -> bool:
         """Deliver one page of new events; True when some came (more may wait)."""
@@ -127,6 +157,8 @@ class Tailer:
             for event in events:
                 await self._deliver(event, self._skipped(event.offset) if self.held else [])
                 self.position = event.offset
+            if self._waiters:
+                self._release()
         return True
 
     def _skipped(self, offset: str) -> list[str]:
