@@ -9,6 +9,8 @@ late end of the old disconnect must not unregister it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
@@ -89,3 +91,50 @@ async def test_a_replay_cut_midway_is_completed_on_another_node_each_event_once(
     assert [recovered for _, recovered in client.connects()][-1] is True
     ticks = client.ticks()
     assert ticks == list(range(1002)), f"{len(ticks)} events, {len(ticks) - len(set(ticks))} duplicates"
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["py", pytest.param("js", marks=pytest.mark.node)])
+async def test_clients_reset_at_any_moment_end_connected_with_every_event_once(
+    cluster: Cluster, lb: Balancer, clients: Clients, room: str, kind: str
+) -> None:
+    """Connections are reset every few milliseconds, also in the middle of a recovery (replay,
+    CONNECT reply); when it stops, every client must be connected with every event, once."""
+    if cluster.kind != "redis":
+        pytest.skip("one store is enough for this race (time budget)")
+    members = []
+    for i in range(6):
+        client = await clients(kind, f"{kind}{i}")
+        entry = await lb.entry(client.name, pin="ABC"[i % 3])
+        await client.connect(entry.url, rooms=[room])
+        entry.pin = None
+        members.append((client, entry))
+    rng = random.Random()
+    emitting = True
+
+    async def emitter(node: str) -> None:
+        for k in range(6):
+            await cluster.emit(node, [f"{node}{k}.{j}" for j in range(5)], room=room)
+
+    async def chaos() -> None:
+        while emitting:
+            lb.cut(rng.choice(members)[1])
+            await asyncio.sleep(rng.uniform(0.005, 0.02))
+
+    chaos_task = asyncio.create_task(chaos())
+    try:
+        await asyncio.gather(*(emitter(node) for node in cluster.nodes))
+    finally:
+        emitting = False
+        await chaos_task
+    expected = [data["n"] for _, data in await cluster.log(room=room)]
+    with contextlib.suppress(AssertionError):  # the checks below say what is missing
+        await until(lambda: all(c.connected and len(c.ticks()) >= len(expected) for c, _ in members), "all")
+    for client, entry in members:
+        state = f"{client.name}: connects={client.connects()}, nodes={entry.history}"
+        if isinstance(client, PyClient):
+            state += f", {client.describe()}"
+        assert client.resyncs() == [], f"a reconnect did not recover: {state}"
+        assert client.ticks() == expected, f"lost, duplicated or reordered: {state}"
+        assert {sid for sid, _ in client.connects()} == {client.connects()[0][0]}
