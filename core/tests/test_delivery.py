@@ -172,7 +172,7 @@ async def test_forged_pid_gets_new_session_and_resync(serve: Callable[..., Any])
     client.pid = "forged-forged-forged-1"
     await client.connect(url)
     assert not client.recovered
-    for _ in range(100):
+    for _ in range(1000):
         if client.resyncs:
             break
         await asyncio.sleep(0.01)

@@ -40,6 +40,7 @@ from typing import Any
 import socketio
 
 from . import _socketio_internals as internals
+from ._tasks import cancel_and_wait
 from .dedup import IdempotencyGuard
 from .errors import (
     ConfigurationError,
@@ -70,7 +71,7 @@ _OLD_DISCONNECT_WAIT = 10.0
 #: how long a reconnect waits for an attempt with the same pid under way in this process
 _ATTEMPT_WAIT = 30.0
 #: pauses before a missed claim is tried again (an attempt on another node may be finishing)
-_CLAIM_RETRY_DELAYS = (0.25, 0.5, 1.0)
+_CLAIM_RETRY_DELAYS = (0.1, 0.3)
 
 Identity = Callable[[str, str], "str | Awaitable[str]"]
 
@@ -192,9 +193,7 @@ class Delivery:
             await tailer.stop()
         self._tailers.clear()
         if self._saver is not None:
-            self._saver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._saver
+            await cancel_and_wait(self._saver)
             self._saver = None
         if self._opened:
             self._dirty.update(self._states)
@@ -477,6 +476,9 @@ class Delivery:
         if failure is None:
             if old.sent:
                 self._sent.setdefault(namespace, {})[old.sid] = old.sent
+            # Back in the store at once: should this process die during the replay, the client
+            # recovers elsewhere (replaying from its own offset, so nothing twice).
+            await self._put_back(old)
             return old, start, None
         self._end_attempt(key, attempt)
         if failure == _STORE_UNAVAILABLE:
@@ -488,8 +490,9 @@ class Delivery:
 
         A client that gave up on a slow CONNECT reply comes back while its first attempt
         still holds the record: it waits for that attempt (which then recovered or put the
-        record back) instead of losing the session. A miss is retried a few times within
-        two seconds, for an attempt under way on another node.
+        record back) instead of losing the session. A miss is retried twice within 0.4 s,
+        for an attempt on another node that is between its claim and putting the record back
+        (kept short: python-socketio's client waits 1 s for a CONNECT reply).
         """
         for delay in (*_CLAIM_RETRY_DELAYS, None):
             pending = self._attempts.get(key)
@@ -675,7 +678,7 @@ class Delivery:
         refresh = self.recovery_window / 4
         loop = asyncio.get_running_loop()
         next_refresh = loop.time() + refresh
-        while True:
+        while not self._closing:
             await asyncio.sleep(0.1)
             if loop.time() >= next_refresh:
                 next_refresh = loop.time() + refresh

@@ -23,6 +23,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from ._tasks import cancel_and_wait
 from .errors import OffsetUnavailableError, StoreError
 from .store import Event, EventStore
 
@@ -57,6 +58,7 @@ class Tailer:
         self._page = page_size
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopped = False
         #: (offset, future) of emits waiting until live delivery has passed their offset
         self._waiters: list[tuple[str, asyncio.Future[None]]] = []
 
@@ -94,18 +96,15 @@ class Tailer:
         self._waiters = waiting
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            await cancel_and_wait(self._task)
             self._task = None
         self._release(everyone=True)
 
     async def _run(self) -> None:
         backoff = 0.05
-        while True:
+        while not self._stopped:
             self._wake.clear()
             try:
                 more = await self.drain()
