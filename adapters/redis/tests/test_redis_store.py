@@ -575,3 +575,14 @@ async def test_sentinel_client_object(redis_server_factory: Callable[..., RedisS
     finally:
         sentinel.close()
         primary.close()
+
+
+async def test_a_burst_of_calls_waits_for_a_pooled_connection(redis_url: str) -> None:
+    """Hundreds of clients connecting at once: calls queue for the pool, none fails."""
+    store = open_store(f"{redis_url}&max_connections=4")
+    await store.open()
+    try:
+        await asyncio.gather(*(store.save_session(f"s{i}", {"i": i}, 60) for i in range(300)))
+        assert await store.claim_session("s299") == {"i": 299}
+    finally:
+        await store.close()

@@ -184,6 +184,10 @@ class _StreamKeys:
         self.writer = _b(base + "w:" + writer)
 
 
+#: seconds a call waits for a free pooled connection (URL ``max_connections``, default 50)
+_POOL_WAIT = 20.0
+
+
 class RedisEventStore:
     """An :class:`~socketio_delivery.EventStore` on Redis (>= 6.2; tested on 7.0).
 
@@ -255,7 +259,12 @@ class RedisEventStore:
                     if self.options.cluster:
                         client = RedisCluster.from_url(self.url or "", retry=retry)
                     else:
-                        client = aioredis.from_url(self.url or "", retry=retry)
+                        # A blocking pool: a burst of calls (hundreds of clients connecting at
+                        # once) waits for a connection instead of failing with "Too many connections".
+                        pool = aioredis.BlockingConnectionPool.from_url(
+                            self.url or "", retry=retry, timeout=_POOL_WAIT
+                        )
+                        client = aioredis.Redis.from_pool(pool)
                 except (ValueError, TypeError, RedisError) as exc:
                     raise ConfigurationError(f"cannot use {redact(self.url or '')}: {exc}") from exc
             try:
