@@ -39,7 +39,10 @@ class App:
 
     async def drop(self, sid: str, namespace: str = "/") -> None:
         """Close ``sid``'s transport without an Engine.IO or Socket.IO goodbye."""
-        eio_sid = self.sio.manager.eio_sid_from_sid(sid, namespace)
+        await self.drop_eio(self.sio.manager.eio_sid_from_sid(sid, namespace))
+
+    async def drop_eio(self, eio_sid: str) -> None:
+        """Close the Engine.IO session ``eio_sid`` without a goodbye (what was queued is sent first)."""
         eio_socket = self.sio.eio._get_socket(eio_sid)
         if eio_socket.upgraded:
             eio_socket.queue.put_nowait(None)  # the WebSocket writer ends and closes the socket
@@ -495,3 +498,114 @@ async def test_a_recovery_slower_than_a_second_is_not_abandoned(app: App, make_c
     await drop(client)
     await until(lambda: client.recovered, "the slow recovery")
     assert client.get_sid() == sid
+
+
+class ConnectReplyFault:
+    """Drops the transport right before or right after the server sends a CONNECT reply.
+
+    Wraps this test server's ``_send_packet`` (the server's own code is untouched); ``arm()``
+    makes the next CONNECT reply the faulty one, once. ``eio_sids`` are the dropped sessions.
+    """
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        self.when: str | None = None
+        self.eio_sids: list[str] = []
+        send = app.sio._send_packet
+
+        async def send_packet(eio_sid: str, pkt: Any) -> None:
+            when = self.when
+            if when is None or pkt.packet_type != socketio.packet.CONNECT:
+                await send(eio_sid, pkt)
+                return
+            self.when = None
+            self.eio_sids.append(eio_sid)
+            if when == "after":
+                await send(eio_sid, pkt)  # queued before the close: the client gets the reply
+            await app.drop_eio(eio_sid)
+
+        app.sio._send_packet = send_packet
+
+    def arm(self, when: str) -> None:
+        self.when = when
+
+
+@pytest.mark.parametrize("transports", [["websocket"], ["polling"]], ids=["websocket", "polling"])
+async def test_a_reconnect_whose_transport_dies_before_the_connect_reply_tries_again_at_once(
+    app: App, make_client: ClientFactory, transports: list[str]
+) -> None:
+    """python-socketio's connect() would wait the whole connect_timeout for a reply that cannot come."""
+    fault = ConnectReplyFault(app)
+    client = make_client(connect_timeout=60.0)
+    await client.connect(app.url, transports=transports)
+    sid = client.get_sid()
+    room = tag()
+    await client.emit("join", room)
+    seen: list[str] = []
+    client.on("news", seen.append)
+
+    fault.arm("before")
+    await drop(client, (room, "news", ["missed"]))
+    # a hang guard far below connect_timeout: with the bug the second attempt starts after 60 s
+    await until(lambda: client.recovered and client.connected, "the next attempt's recovery", timeout=10)
+    assert fault.eio_sids
+    assert fault.when is None
+    assert client.get_sid() == sid
+    me = await asyncio.wait_for(client.emit("whoami"), 10)
+    assert me["sid"] == sid
+    assert me["rooms"] == [room]
+    await until(lambda: seen == ["missed"], "the missed event")
+
+
+@pytest.mark.parametrize("transports", [["websocket"], ["polling"]], ids=["websocket", "polling"])
+async def test_a_reconnect_whose_transport_dies_right_after_the_connect_reply_is_no_zombie(
+    app: App, make_client: ClientFactory, transports: list[str]
+) -> None:
+    """The reply is handled, then the transport closes before python-socketio's connect() resumes:
+    it used to mark the dead connection connected, with its reconnection loop already over."""
+    fault = ConnectReplyFault(app)
+    client = make_client(connect_timeout=60.0)
+    handler_saw_drop: list[bool] = []
+
+    @client.event
+    async def connect() -> None:
+        if client.eio.sid in fault.eio_sids:  # the faulty connection, still up: hold the connect
+            await until(lambda: client.eio.state != "connected", "the transport to close")  # reply
+            handler_saw_drop.append(True)  # until the transport is gone (deterministic window)
+
+    disconnects: list[Any] = []
+    client.on("disconnect", disconnects.append)
+    await client.connect(app.url, transports=transports)
+    sid = client.get_sid()
+    room = tag()
+    await client.emit("join", room)
+    seen: list[str] = []
+    client.on("news", seen.append)
+
+    fault.arm("after")
+    await drop(client, (room, "news", ["missed"]))
+    await until(lambda: fault.when is None, "the faulty CONNECT reply")
+    await until(lambda: client.recovered and client.connected, "a recovery on a live transport", timeout=10)
+    assert client.eio.state == "connected"
+    assert client.get_sid() == sid
+    me = await asyncio.wait_for(client.emit("whoami"), 10)  # a zombie never gets this ack
+    assert me["sid"] == sid
+    assert me["rooms"] == [room]
+    await until(lambda: "missed" in seen, "the missed event")
+    assert seen.count("missed") == 1
+    # every connect the handlers saw is paired with a disconnect
+    assert len(disconnects) == 1 + len(handler_saw_drop)
+
+
+async def test_a_first_connect_whose_transport_dies_before_the_reply_fails_at_once(
+    app: App, make_client: ClientFactory
+) -> None:
+    fault = ConnectReplyFault(app)
+    client = make_client(connect_timeout=60.0)
+    fault.arm("before")
+    with pytest.raises(socketio.exceptions.ConnectionError, match="closed before the server answered"):
+        await asyncio.wait_for(client.connect(app.url, transports=["websocket"]), 10)
+    assert not client.connected
+    assert client not in socketio.base_client.reconnecting_clients  # no reconnection loop behind it
+    await client.connect(app.url, transports=["websocket"])  # the client is usable again
+    assert await client.emit("whoami") is not None

@@ -33,9 +33,9 @@ def test_every_hook_overrides_a_method_python_socketio_calls(name: str) -> None:
     hooked = getattr(internals.HookedAsyncClient, name)
     assert hooked is not original
     assert tuple(inspect.signature(hooked).parameters) == internals.HOOKED_METHODS[name]
-    # python-socketio still calls it by that name from its own code
+    # python-socketio still calls it (or registers it with Engine.IO) by that name from its own code
     source = inspect.getsource(socketio.async_client) + inspect.getsource(socketio.base_client)
-    assert f"self.{name}(" in source
+    assert f"self.{name}(" in source or f"self.eio.on('disconnect', self.{name})" in source
 
 
 def test_a_renamed_method_fails_loudly() -> None:
@@ -72,3 +72,36 @@ def test_delivery_client_is_a_python_socketio_client() -> None:
         DeliveryClient(ack_timeout=0)
     with pytest.raises(ValueError, match="retries"):
         DeliveryClient(retries=-1)
+
+
+def test_the_attributes_the_hooks_use_exist_and_a_missing_one_fails_loudly() -> None:
+    internals.check_client_attributes(socketio.AsyncClient(handle_sigint=False))
+
+    class Renamed(socketio.AsyncClient):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(handle_sigint=False)
+            del self._connect_event
+
+    with pytest.raises(internals.SocketIOIncompatibleError, match=r"no _connect_event"):
+        internals.check_client_attributes(Renamed())
+
+    class Hooked(internals.HookedAsyncClient):
+        def __init__(self) -> None:
+            socketio.AsyncClient.__init__(self, handle_sigint=False)
+            del self.failed_namespaces
+            internals.check_client_attributes(self)
+
+    with pytest.raises(internals.SocketIOIncompatibleError, match=r"no failed_namespaces"):
+        Hooked()
+
+
+def test_connect_still_waits_on_the_event_the_transport_hook_sets() -> None:
+    """The transport hook ends connect()'s wait by counting the namespaces failed: that needs
+    connect() to wait on ``_connect_event`` until namespaces + failed_namespaces cover them all."""
+    source = inspect.getsource(socketio.AsyncClient.connect)
+    assert "self._connect_event.wait()" in source
+    assert "len(self.namespaces) + len(self.failed_namespaces)" in source
+    assert "self.connected = True" in source
+    handler = inspect.getsource(socketio.AsyncClient._handle_eio_disconnect)
+    assert "if self.connected:" in handler
+    assert "will_reconnect = self.reconnection and" in handler

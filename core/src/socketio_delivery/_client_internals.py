@@ -7,9 +7,13 @@
   own ``pid`` and offset;
 - events arrive with the offset as the last argument, before the handlers are looked up;
 - disconnects and the end of the reconnection loop are reported only to the (single) ``disconnect``
-  handler the application registers.
+  handler the application registers;
+- a transport that closes while :meth:`socketio.AsyncClient.connect` waits for the CONNECT replies
+  is not noticed: ``connect()`` waits its whole ``wait_timeout`` when the replies never came, and,
+  when they came just before the close, marks the dead connection connected while the reconnection
+  loop, still running, starts no new attempt (a client that says "connected" and never reconnects).
 
-:class:`HookedAsyncClient` overrides exactly four private methods and turns them into four small
+:class:`HookedAsyncClient` overrides exactly five private methods and turns them into small
 methods of its own (``_delivery_*``) that :class:`~socketio_delivery.client.DeliveryClient`
 implements. :func:`check_socketio_compatibility` runs at import time and fails loudly when an
 upgrade of python-socketio renamed or reshaped any of them; ``core/tests/test_client_internals.py``
@@ -37,10 +41,24 @@ HOOKED_METHODS: dict[str, tuple[str, ...]] = {
     "_handle_connect": ("self", "namespace", "data"),
     "_handle_event": ("self", "namespace", "id", "data"),
     "_trigger_event": ("self", "event", "namespace", "args"),
+    "_handle_eio_disconnect": ("self", "reason"),
 }
 
 #: Attributes of the client and of its packet class the hooks read.
 _PACKET_CONSTANTS = ("CONNECT",)
+
+#: Instance attributes of :class:`socketio.AsyncClient` the hooks read or write, checked on every
+#: new client: ``connect()`` waits on ``_connect_event`` until every namespace is in
+#: ``namespaces`` or ``failed_namespaces``, then sets ``connected``.
+CLIENT_ATTRIBUTES = (
+    "connected",
+    "namespaces",
+    "failed_namespaces",
+    "connection_namespaces",
+    "reconnection",
+    "_connect_event",
+    "eio",
+)
 
 SUPPORTED_RANGE = ((5, 12), (5, 19))
 
@@ -86,15 +104,46 @@ def check_socketio_compatibility(client_class: type[Any] | None = None) -> None:
         )
 
 
+def check_client_attributes(client: Any) -> None:
+    """Raise :class:`SocketIOIncompatibleError` if ``client`` lacks one of :data:`CLIENT_ATTRIBUTES`.
+
+    :class:`HookedAsyncClient` runs it on every new instance (they are set by ``__init__``)::
+
+        check_client_attributes(socketio.AsyncClient())
+    """
+    missing = [name for name in CLIENT_ATTRIBUTES if not hasattr(client, name)]
+    if missing:
+        try:
+            installed = version("python-socketio")
+        except PackageNotFoundError:  # pragma: no cover - vendored copies
+            installed = "unknown"
+        raise SocketIOIncompatibleError(
+            f"socketio_delivery.client does not support python-socketio {installed}: the client has no "
+            + ", ".join(missing)
+            + ". Supported: python-socketio>=5.18,<5.19."
+        )
+
+
 check_socketio_compatibility()
 
 
 class HookedAsyncClient(socketio.AsyncClient):  # type: ignore[misc,unused-ignore]
-    """:class:`socketio.AsyncClient` with the four hooks the delivery client needs.
+    """:class:`socketio.AsyncClient` with the five hooks the delivery client needs.
 
     Subclasses implement the ``_delivery_*`` methods; nothing else here should need to change
     when python-socketio changes.
     """
+
+    # python-socketio's attributes the hooks use (see CLIENT_ATTRIBUTES)
+    connected: bool
+    namespaces: dict[str, Any]
+    failed_namespaces: list[str]
+    connection_namespaces: list[str] | None
+    reconnection: bool
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        check_client_attributes(self)
 
     # ---- the hooks (python-socketio private API) -------------------------------------------
 
@@ -116,6 +165,32 @@ class HookedAsyncClient(socketio.AsyncClient):  # type: ignore[misc,unused-ignor
             self._delivery_namespace_down(namespace or "/", final=True)
         return await super()._trigger_event(event, namespace, *args)
 
+    async def _handle_eio_disconnect(self, reason: Any) -> None:
+        if self.connected or not self._delivery_connect_pending():
+            await super()._handle_eio_disconnect(reason)
+            return
+        # The transport closed while connect() waits for the CONNECT replies. python-socketio would
+        # wait on (up to wait_timeout), then mark this dead connection connected if the replies had
+        # come. End the wait now, before any await: every namespace counts as failed, so connect()
+        # raises ConnectionError and the reconnection loop makes its next attempt after its delay.
+        answered = list(self.namespaces)
+        self.namespaces = {}
+        self.failed_namespaces.extend(
+            n for n in self.connection_namespaces or [] if n not in self.failed_namespaces
+        )
+        if self._connect_event is not None:
+            self._connect_event.set()
+        self._delivery_transport_lost()
+        # connect() raises: no reconnection loop of its own (one in progress goes on)
+        reconnection = self.reconnection
+        self.reconnection = False
+        try:
+            await super()._handle_eio_disconnect(reason)  # not connected: resets, awaits nothing
+        finally:
+            self.reconnection = reconnection
+        for namespace in answered:  # their ``connect`` handlers ran: pair them with a ``disconnect``
+            await self._trigger_event("disconnect", namespace, reason)
+
     # ---- calls back into python-socketio's own handling ------------------------------------
 
     async def _socketio_handle_connect(self, namespace: str, data: Any) -> None:
@@ -126,7 +201,27 @@ class HookedAsyncClient(socketio.AsyncClient):  # type: ignore[misc,unused-ignor
         """Let python-socketio run the event's handler (and send its ack when ``ack_id`` is set)."""
         await super()._handle_event(namespace, ack_id, data)
 
+    def _socketio_transport_connected(self) -> bool:
+        """Whether the Engine.IO transport is up."""
+        return bool(self.eio.state == "connected")
+
+    async def _socketio_undo_connect(self, reason: Any) -> None:
+        """``connect()`` returned on a transport that is gone: not connected, handlers told."""
+        answered = list(self.namespaces)
+        self.namespaces = {}
+        self.connected = False
+        self._delivery_transport_lost()
+        for namespace in answered:
+            await self._trigger_event("disconnect", namespace, reason)
+
     # ---- implemented by DeliveryClient ------------------------------------------------------
+
+    def _delivery_connect_pending(self) -> bool:
+        """Whether a ``connect()`` (first or reconnect) is under way and waits for CONNECT replies."""
+        return False
+
+    def _delivery_transport_lost(self) -> None:
+        """The transport closed while connecting: no CONNECT reply still to come counts."""
 
     def _delivery_connect_auth(self, namespace: str, auth: Any) -> Any:
         """Return the CONNECT payload to send for ``namespace`` (``auth`` is the app's auth)."""

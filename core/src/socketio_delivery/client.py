@@ -156,6 +156,8 @@ class DeliveryClient(HookedAsyncClient):
         self._namespaces: dict[str, _Namespace] = {}
         self._active = False
         self._tasks: set[asyncio.Future[None]] = set()
+        self._connect_pending = False  # a connect() (first or reconnect) waits for its CONNECT replies
+        self._transport_lost = False  # ... and its transport closed meanwhile
 
     # ---- public state -----------------------------------------------------------------------
 
@@ -250,18 +252,35 @@ class DeliveryClient(HookedAsyncClient):
             self._active = True
             for ns in self._namespaces.values():
                 ns.closed = False
+        self._transport_lost = False
         try:
-            await super().connect(
-                url,
-                headers={} if headers is None else headers,
-                auth=auth,
-                transports=transports,
-                namespaces=namespaces,
-                socketio_path=socketio_path,
-                wait=wait,
-                wait_timeout=wait_timeout,
-                retry=retry,
-            )
+            self._connect_pending = True
+            try:
+                await super().connect(
+                    url,
+                    headers={} if headers is None else headers,
+                    auth=auth,
+                    transports=transports,
+                    namespaces=namespaces,
+                    socketio_path=socketio_path,
+                    wait=wait,
+                    wait_timeout=wait_timeout,
+                    retry=retry,
+                )
+            finally:
+                self._connect_pending = False
+            if not self._socketio_transport_connected():  # closed as connect() returned
+                await self._socketio_undo_connect(self.reason.TRANSPORT_ERROR)
+                raise _sio_exceptions.ConnectionError("the connection closed while connecting")
+        except _sio_exceptions.ConnectionError as exc:
+            if first and not self.connected:
+                self._close_all("the connection could not be established")
+            if self._transport_lost:
+                # Like the JS client: the next attempt follows the reconnection delay, now
+                raise _sio_exceptions.ConnectionError(
+                    "the connection closed before the server answered CONNECT"
+                ) from exc
+            raise
         except BaseException:
             if first and not self.connected:
                 self._close_all("the connection could not be established")
@@ -392,7 +411,18 @@ class DeliveryClient(HookedAsyncClient):
             fields["offset"] = ns.offset
         return {**fields, **auth}
 
+    def _delivery_connect_pending(self) -> bool:
+        return self._connect_pending
+
+    def _delivery_transport_lost(self) -> None:
+        self._transport_lost = True
+        for ns in self._namespaces.values():
+            if ns.phase != "down":
+                self._mark_down(ns)
+
     async def _delivery_connect_reply(self, namespace: str, data: Any) -> None:
+        if self._transport_lost:  # it answers a connection that closed while connecting: ignore it
+            return
         ns = self._ns(namespace)
         if ns.phase not in ("connecting", "down"):  # a duplicate reply: python-socketio ignores it
             await self._socketio_handle_connect(namespace, data)
