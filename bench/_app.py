@@ -6,9 +6,9 @@
 Events it answers (the benchmark client sends them, with an ack):
 
 * CONNECT ``auth={"room": "r"}``: a new (not recovered) client joins room ``r``.
-* ``blast {"n", "room", "emitters", "publish"}``: ``emitters`` tasks emit ``n`` ``tick`` events in
-  all to ``room`` (``sio.emit``, or ``delivery.publish`` when ``publish``); acks
-  ``{"seconds": ...}`` once every emit returned.
+* ``blast {"n", "room", "emitters", "publish", "seconds"}``: ``emitters`` tasks emit ``n`` ``tick``
+  events in all to ``room`` (``sio.emit``, or ``delivery.publish`` when ``publish``), stopping
+  early after ``seconds``; acks ``{"seconds": ..., "sent": ...}`` once every emit returned.
 * ``ping``: acks ``"pong"`` (the bench uses it to know the server is up).
 """
 
@@ -51,17 +51,24 @@ def build(store: str, recovery_window: float, max_events: int | None) -> socketi
         emitters = max(1, min(int(spec.get("emitters", 1)), n))
         publish = bool(spec.get("publish")) and delivery is not None
 
+        sent = 0
+        start = time.perf_counter()
+        deadline = start + float(spec.get("seconds") or 1e9)
+
         async def emitter(k: int) -> None:
+            nonlocal sent
             for i in range(k, n, emitters):
+                if time.perf_counter() > deadline:
+                    return
                 data = {"text": "hello world", "n": i}
                 if publish:
                     await delivery.publish("tick", data, room=room)
                 else:
                     await sio.emit("tick", data, room=room)
+                sent += 1
 
-        start = time.perf_counter()
         await asyncio.gather(*(emitter(k) for k in range(emitters)))
-        return {"seconds": time.perf_counter() - start}
+        return {"seconds": time.perf_counter() - start, "sent": sent}
 
     async def startup() -> None:
         if delivery is not None:

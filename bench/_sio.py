@@ -174,6 +174,12 @@ class Client:
             self.done.set_result(time.perf_counter())
         return self.done
 
+    def expect_fewer(self, n: int, fewer: int) -> None:
+        """The server sent ``fewer`` of the ``n`` ticks :meth:`expect` was told of."""
+        self.target -= n - fewer
+        if self.done is not None and self.count >= self.target and not self.done.done():
+            self.done.set_result(self.last_at)
+
     @property
     def pid(self) -> str | None:
         pid = self.sio.connect_data.get("pid")
@@ -223,27 +229,32 @@ async def blast(
     room: str | None = "bench",
     emitters: int = 16,
     publish: bool = False,
+    seconds: float | None = None,
     timeout: float = 120.0,
-) -> tuple[float, float]:
+) -> tuple[float, float, int]:
     """Make the server emit ``n`` ticks to ``room``; wait until every client has them all.
 
-    Returns (seconds from the request to the last client's last tick, seconds the server's
-    emits took). Raises :class:`TimeoutError` naming how many ticks arrived.
+    The server stops early after ``seconds`` (``None``: never). Returns (seconds from the
+    request to the last client's last tick, seconds the server's emits took, ticks sent).
+    Raises :class:`TimeoutError` naming how many ticks arrived.
     """
     waits = [c.expect(n) for c in clients]
     start = time.perf_counter()
-    reply = await ctl.sio.call(
-        "blast", {"n": n, "room": room, "emitters": emitters, "publish": publish}, timeout=timeout
-    )
+    spec = {"n": n, "room": room, "emitters": emitters, "publish": publish, "seconds": seconds}
+    reply = await ctl.sio.call("blast", spec, timeout=timeout + (seconds or 0))
+    sent = int(reply.get("sent", n))
+    if sent < n:
+        for c in clients:
+            c.expect_fewer(n, sent)
     try:
         ends = await asyncio.wait_for(asyncio.gather(*waits), timeout)
     except asyncio.TimeoutError:
-        got = sum(c.count - (c.target - n) for c in clients)
+        got = sum(c.count - (c.target - sent) for c in clients)
         lost = sum(1 for c in clients if c.disconnects)
         why = f"; {lost} clients were disconnected by the server" if lost else ""
-        raise TimeoutError(f"{got} of {n * len(clients)} ticks arrived in {timeout:.0f} s{why}") from None
+        raise TimeoutError(f"{got} of {sent * len(clients)} ticks arrived in {timeout:.0f} s{why}") from None
     done = max(ends) if ends else time.perf_counter()
-    return done - start, float(reply["seconds"])
+    return done - start, float(reply["seconds"]), sent
 
 
 async def close_all(clients: Sequence[Client]) -> None:

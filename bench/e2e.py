@@ -8,7 +8,9 @@ the Node socket.io 4.8 peer with connectionStateRecovery). The clients (python-s
 the server to emit ``--events`` ``tick`` events to the room from ``--emitters`` concurrent
 tasks; the time runs from that request until every client got every event. All servers run
 at once and the runs go round them (3 rounds; 1 at 100 clients), so a burst of load on the
-machine hits them alike; a cell is the median of its runs. Both servers use a 60 s ping interval
+machine hits them alike; a cell is the median of its runs. A run stops emitting after
+``--seconds`` (a slow store): its rate counts the events sent, and CPU is scaled to
+``--events`` events. Both servers use a 60 s ping interval
 and a 120 s ping timeout, so a client that is far behind is not dropped as dead.
 
 Columns: ev/s = events emitted per second (each one reaches every client); deliveries/s =
@@ -53,16 +55,22 @@ def _failed(count: int, exc: BaseException) -> list[object]:
     return [count, None, None, None, None, f"{type(exc).__name__}: {exc or 'no answer in time'}"[:90]]
 
 
+#: a blast stops emitting after this many seconds (a slow store); the cell says how many went
+CELL_SECONDS = 20.0
+
+
 async def _one_run(
     target: Target, ctl: Client, clients: list[Client], events: int, emitters: int, publish: bool
-) -> tuple[float, float, float]:
-    """(seconds, server CPU s, client CPU s) of one blast."""
+) -> tuple[float, float, float, int]:
+    """(events/s, server CPU s, client CPU s, events sent) of one blast."""
     me = psutil.Process()
     server_cpu, client_cpu = target.cpu_seconds(), sum(me.cpu_times()[:2])
-    seconds, _ = await blast(ctl, clients, events, emitters=emitters, publish=publish)
+    seconds, _, sent = await blast(
+        ctl, clients, events, emitters=emitters, publish=publish, seconds=CELL_SECONDS
+    )
     server_cpu = target.cpu_seconds() - server_cpu
     client_cpu = sum(me.cpu_times()[:2]) - client_cpu
-    return seconds, server_cpu, client_cpu
+    return sent / seconds, server_cpu * events / sent, client_cpu * events / sent, sent
 
 
 async def measure(
@@ -86,14 +94,19 @@ async def measure(
         ctls = {t.label: await control(t.url) for t in found}
         for count in counts:
             clients: dict[str, list[Client]] = {}
-            runs: dict[str, list[tuple[float, float, float]]] = {t.label: [] for t in found}
+            runs: dict[str, list[tuple[float, float, float, int]]] = {t.label: [] for t in found}
             failed: dict[str, BaseException] = {}
             try:
                 for target in found:
                     clients[target.label] = await connect_clients(target.url, count)
                     warm = min(50, events)
                     await blast(
-                        ctls[target.label], clients[target.label], warm, emitters=emitters, publish=publish
+                        ctls[target.label],
+                        clients[target.label],
+                        warm,
+                        emitters=emitters,
+                        publish=publish,
+                        seconds=CELL_SECONDS,
                     )
                 for _ in range(repeat if count < 100 else 1):
                     for target in found:
@@ -117,9 +130,9 @@ async def measure(
                 if target.label in failed:
                     rows[target.label].append(_failed(count, failed[target.label]))
                     continue
-                seconds, server_cpu, client_cpu = sorted(runs[target.label])[len(runs[target.label]) // 2]
-                rate = events / seconds
-                rows[target.label].append([count, rate, rate * count, server_cpu, client_cpu, ""])
+                rate, server_cpu, client_cpu, sent = sorted(runs[target.label])[len(runs[target.label]) // 2]
+                note = "" if sent == events else f"time limit: {sent} of {events} events sent"
+                rows[target.label].append([count, rate, rate * count, server_cpu, client_cpu, note])
         for ctl in ctls.values():
             await ctl.disconnect()
     return list(rows.items())
@@ -172,10 +185,13 @@ async def main() -> None:
     parser.add_argument("--events", type=int, default=500, help="events per measurement (default 500)")
     parser.add_argument("--clients", default="1,10,100", help="connected clients (default 1,10,100)")
     parser.add_argument("--emitters", type=int, default=16, help="concurrent server emit tasks (default 16)")
+    parser.add_argument("--seconds", type=float, default=20.0, help="time limit of one run (default 20)")
     parser.add_argument("--stores", default="all", help="comma-separated: memory,sqlite,redis,mongodb")
     parser.add_argument("--node", action="store_true", help="add the Node socket.io 4.8 peer")
     parser.add_argument("--publish", action="store_true", help="Delivery rows use delivery.publish")
     args = parser.parse_args()
+    global CELL_SECONDS
+    CELL_SECONDS = args.seconds
     counts = [int(x) for x in args.clients.split(",")]
     notes: list[str] = []
     start = time.perf_counter()

@@ -26,9 +26,14 @@ io.on("connection", (socket) => {
   socket.on("blast", (spec, ack) => {
     const start = process.hrtime.bigint();
     const n = Number(spec.n);
+    const limit = BigInt(Math.round((Number(spec.seconds) || 1e6) * 1e9));
     const target = spec.room ? io.to(spec.room) : io;
-    for (let i = 0; i < n; i++) target.emit("tick", { text: "hello world", n: i });
-    ack({ seconds: Number(process.hrtime.bigint() - start) / 1e9 });
+    let sent = 0;
+    for (let i = 0; i < n && process.hrtime.bigint() - start < limit; i++) {
+      target.emit("tick", { text: "hello world", n: i });
+      sent++;
+    }
+    ack({ seconds: Number(process.hrtime.bigint() - start) / 1e9, sent });
   });
 });
 
