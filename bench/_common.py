@@ -50,12 +50,16 @@ def free_port() -> int:
 
 
 def die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: the child gets SIGTERM when the bench process dies (even by kill -9)."""
+    """Linux: the child is killed when the bench process dies (even by kill -9).
+
+    SIGKILL, not SIGTERM: a server whose graceful shutdown waits on something would outlive
+    the bench. Its normal stop is :func:`stop_process` (SIGTERM, then SIGKILL after 10 s).
+    """
     if sys.platform.startswith("linux"):
         import ctypes
 
         with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
 
 
 def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
