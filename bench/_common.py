@@ -215,10 +215,10 @@ class Stores:
             try:
                 if name == "redis":
                     self.servers[name] = server = RedisServer()
-                    await asyncio.to_thread(server.start)
+                    server.start()  # from this thread: PR_SET_PDEATHSIG follows the creating thread
                 elif name == "mongodb":
                     self.servers[name] = server = SecantusServer()
-                    await asyncio.to_thread(server.start)
+                    server.start()  # from this thread: PR_SET_PDEATHSIG follows the creating thread
             except Exception as exc:
                 self.skipped[name] = f"server did not start: {exc}".splitlines()[0][:100]
                 continue
