@@ -337,3 +337,31 @@ async def test_server_emits_with_an_ack_callback_carry_no_offset_and_are_not_rep
     assert (again["id"], again["recovered"]) == (sid, True)
     await wait_numbered(node, 0)
     assert [m["args"][0] for m in node.events("ask")] == [{"q": 1}]
+
+
+async def test_many_js_clients_dropped_at_once_all_recover_with_their_own_events(
+    use_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any], room: str
+) -> None:
+    app = use_app()
+    proxy = await proxy_factory(app.port)
+    names = [f"s{i}" for i in range(20)]
+    firsts = {name: await connect_js(node, proxy.url, rooms=[room], name=name) for name in names}
+
+    proxy.hold()
+    for name in names:
+        await node.emit("drop", name=name)
+    for name in names:
+        await node.wait_disconnect(name)
+    await emit_numbered(app, [0, 1], room=room)
+    for i, name in enumerate(names):
+        await emit_numbered(app, [100 + i], to=firsts[name]["id"])
+    await emit_numbered(app, [2], room=room)
+    proxy.release()  # twenty reconnects at once
+
+    for i, name in enumerate(names):
+        again = await node.wait_connect(name)
+        assert (again["id"], again["recovered"]) == (firsts[name]["id"], True), name
+        await wait_numbered(node, 2, name=name)
+        ticks = node.events("tick", name=name)
+        assert numbers(ticks) == [0, 1, 100 + i, 2], name
+        offsets(ticks)
