@@ -7,6 +7,7 @@ client's reconnect to the other node.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -82,3 +83,27 @@ async def test_js_client_recovers_on_another_node_after_its_node_was_killed(
     me = await node.call("whoami")
     assert (me["rooms"], me["session"]) == ([room], {"user": "gus"})
     assert numbers(node.events("tick")) == [0, 1, 2]
+
+
+async def test_js_retry_on_another_node_gets_the_recorded_ack_and_runs_nothing(
+    make_app: AppFactory,
+    node: NodeClient,
+    proxy_factory: Callable[[int], Any],
+    sqlite_url: str,
+    redis_server_url: str,
+) -> None:
+    a = make_app(store=sqlite_url, redis_manager=redis_server_url)
+    b = make_app(store=sqlite_url, redis_manager=redis_server_url)
+    proxy = await proxy_factory(a.port)
+    first = await connect_js(node, proxy.url, retries=20, ackTimeout=250)
+    proxy.target_port = b.port  # the reconnect will land on node b
+    key = str(uuid.uuid4())
+    # node a runs the handler and drops the transport before its ack is sent
+    req = await node.emit_with_ack("work", {"idempotencyKey": key, "drop_first": True, "value": "x"})
+    await node.wait_disconnect()
+    again = await node.wait_connect()
+
+    assert (again["id"], again["recovered"]) == (first["id"], True)
+    assert await node.wait_ack(req) == [None, {"key": key, "run": 1, "value": "x"}]
+    assert (await a.control("runs")).get(key) == 1
+    assert key not in await b.control("runs")  # node b answered from the store
