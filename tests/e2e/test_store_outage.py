@@ -1,0 +1,46 @@
+"""The store goes down under a running server: emits fail loudly, nothing is half-delivered, and
+everything works again once it is back (a Redis store, stopped and restarted)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from delivery_app import DeliveryAppProcess
+from e2e_node import NodeClient
+from e2e_steps import come_back, connect_js, emit_numbered, go_away, numbers, wait_numbered
+
+pytestmark = [pytest.mark.node, pytest.mark.redis]
+
+AppFactory = Callable[..., DeliveryAppProcess]
+
+
+async def test_emits_fail_loudly_while_the_store_is_down_and_work_again_after(
+    make_app: AppFactory,
+    node: NodeClient,
+    proxy_factory: Callable[[int], Any],
+    redis_server_factory: Callable[..., Any],
+    room: str,
+) -> None:
+    redis = redis_server_factory(persistent=True)
+    app = make_app(store=f"{redis.url}?prefix=outage")
+    proxy = await proxy_factory(app.port)
+    first = await connect_js(node, proxy.url, rooms=[room])
+    await emit_numbered(app, [0], room=room)
+    await wait_numbered(node, 0)
+
+    redis.stop()
+    # `await sio.emit(...)` raises StoreUnavailableError (a StoreError): nothing is sent
+    with pytest.raises(RuntimeError, match="StoreUnavailableError"):
+        await emit_numbered(app, [100], room=room)
+    redis.start()  # same port, same data
+
+    await emit_numbered(app, [1], room=room)
+    await wait_numbered(node, 1)
+    await go_away(node, proxy)  # and recovery works after the outage
+    await emit_numbered(app, [2], room=room)
+    again = await come_back(node, proxy)
+    assert (again["id"], again["recovered"]) == (first["id"], True)
+    await wait_numbered(node, 2)
+    assert numbers(node.events("tick")) == [0, 1, 2]  # never the emit that failed
