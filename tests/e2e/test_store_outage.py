@@ -44,3 +44,36 @@ async def test_emits_fail_loudly_while_the_store_is_down_and_work_again_after(
     assert (again["id"], again["recovered"]) == (first["id"], True)
     await wait_numbered(node, 2)
     assert numbers(node.events("tick")) == [0, 1, 2]  # never the emit that failed
+
+
+async def test_js_client_reconnecting_while_the_store_is_down_recovers_once_it_is_back(
+    make_app: AppFactory,
+    node: NodeClient,
+    proxy_factory: Callable[[int], Any],
+    redis_server_factory: Callable[..., Any],
+    room: str,
+) -> None:
+    redis = redis_server_factory(persistent=True)
+    app = make_app(store=f"{redis.url}?prefix=outage2")
+    proxy = await proxy_factory(app.port)
+    first = await connect_js(node, proxy.url, rooms=[room])
+    await emit_numbered(app, [0], room=room)
+    await wait_numbered(node, 0)
+    await app.control("wait_saved", pid=first["pid"])
+
+    await go_away(node, proxy)
+    await emit_numbered(app, [1], room=room)
+    redis.stop()
+
+    def attempts() -> int:
+        return sum(1 for m in node.messages if m["type"] == "reconnect_attempt")
+
+    before = attempts()
+    proxy.release()  # the client comes back while the store is down: turned away, it retries
+    await node.wait(lambda m: m["type"] == "reconnect_attempt" and attempts() >= before + 2, cursor=None)
+    assert [m for m in node.connects() if m["id"] != first["id"]] == []
+    redis.start()
+    again = await node.wait_connect()
+    assert (again["id"], again["recovered"]) == (first["id"], True)
+    await wait_numbered(node, 1)
+    assert numbers(node.events("tick")) == [0, 1]
