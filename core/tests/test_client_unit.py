@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import socketio
 from socketio_delivery._client_outbox import ClientClosedError, EmitTimeoutError, Outbox
 from socketio_delivery.client import RESYNC_EVENT, DeliveryClient
 
@@ -201,3 +202,28 @@ async def test_outbox_drops_an_emit_whose_caller_gave_up() -> None:
     assert [event for event, _ in sender.sent] == ["gone", "kept"]
     sender.acks[1]("ok")
     assert await kept == ("ok",)
+
+
+async def test_a_connect_that_returns_on_a_closed_transport_is_undone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Belt and braces behind the transport hook: python-socketio's connect() sets ``connected``
+    without looking at the transport; the client checks it and raises, so a reconnection loop
+    goes on instead of leaving a "connected" client on a dead transport."""
+
+    async def connect_then_transport_gone(self: Any, url: Any, **kwargs: Any) -> None:
+        self.connection_namespaces = ["/"]
+        self.namespaces = {"/": "s1"}
+        self.connected = True  # while self.eio.state is "disconnected"
+
+    monkeypatch.setattr(socketio.AsyncClient, "connect", connect_then_transport_gone)
+    client = DeliveryClient(handle_sigint=False)
+    reasons: list[str] = []
+    client.on("disconnect", reasons.append)
+    for _ in range(2):  # an application connect(), then one as the reconnection loop makes it
+        with pytest.raises(socketio.exceptions.ConnectionError, match="closed before the server answered"):
+            await client.connect("http://127.0.0.1:9")
+        assert client.connected is False
+        assert client.namespaces == {}
+        client._active = True
+    assert reasons == ["transport error", "transport error"]
