@@ -112,7 +112,9 @@ class DeliveryClient(HookedAsyncClient):
         the server's ``Delivery(idempotency_key=...)``. ``None`` adds no key.
     :param connect_timeout: seconds to wait for a CONNECT reply, on reconnects always (python-socketio
         waits 1 s, too short for a reply that comes after a long replay) and on :meth:`connect`
-        when no ``wait_timeout`` is given. Default 20, like the JS client's ``timeout``.
+        when no ``wait_timeout`` is given. Default 20, like the JS client's ``timeout``. A
+        transport that closes during the wait ends it at once: the connect raises
+        :class:`socketio.exceptions.ConnectionError` (a reconnect tries again after the delay).
     :param kwargs: everything :class:`socketio.AsyncClient` accepts (``reconnection_delay``,
         ``logger``, ``serializer``, ``http_session``...).
 
