@@ -77,5 +77,7 @@ def test_bad_options_are_configuration_errors() -> None:
         Delivery(socketio.AsyncServer(async_mode="asgi"), store="memory://", recovery_window=0)
     with pytest.raises(ConfigurationError, match="AsyncServer"):
         Delivery(socketio.Server(), store="memory://")  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="page_size"):
+        Delivery(socketio.AsyncServer(async_mode="asgi"), store="memory://", page_size=0)
     with pytest.raises(ConfigurationError, match="nosuch"):
         Delivery(socketio.AsyncServer(async_mode="asgi"), store="nosuch://")

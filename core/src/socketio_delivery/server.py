@@ -16,10 +16,11 @@
 How it works (the wire protocol is Socket.IO's own, v4.6+):
 
 * **Emits** without an ack callback are persisted in the store before anything is sent
-  (``await sio.emit(...)`` returns once the event is durable, and raises
-  :class:`~socketio_delivery.StoreError` when it is not). Every process delivers them to
-  its own clients by reading the store's log in offset order (:mod:`.tailer`), with the
-  offset appended as the last argument, as the Node server does.
+  (``await sio.emit(...)`` returns once the event is durable and this process has sent it
+  to its own clients, and raises :class:`~socketio_delivery.StoreError` when it could not
+  be persisted). Every process delivers them to its own clients by reading the store's log
+  in offset order (:mod:`.tailer`), with the offset appended as the last argument, as the
+  Node server does.
 * **CONNECT** replies carry a ``pid``. A reconnect that presents it (with the offset of the
   last event it got) gets its sid, rooms and session data back and the events it missed,
   before the CONNECT reply (:mod:`.recovery`). When that is impossible the client gets a
@@ -51,7 +52,7 @@ from .errors import (
 )
 from .recovery import ConnectRequest, SessionState, entitled, session_key
 from .registry import open_store
-from .store import DEFAULT_PAGE_SIZE, Capability, Event, EventStore, new_id
+from .store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Capability, Event, EventStore, new_id
 from .tailer import Tailer
 
 __all__ = ["RESYNC_EVENT", "Delivery"]
@@ -116,9 +117,20 @@ class Delivery:
             raise ConfigurationError("Delivery needs a socketio.AsyncServer (asyncio)")
         if sio.always_connect:
             raise ConfigurationError("Delivery needs always_connect=False (the CONNECT reply comes last)")
-        for name, value in (("recovery_window", recovery_window), ("poll_interval", poll_interval)):
+        seconds = {
+            "recovery_window": recovery_window,
+            "poll_interval": poll_interval,
+            "idempotency_ttl": idempotency_ttl,
+        }
+        for name, value in seconds.items():
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigurationError(f"{name} must be a positive number of seconds, got {value!r}")
+        if (
+            isinstance(page_size, bool)
+            or not isinstance(page_size, int)
+            or not 1 <= page_size <= MAX_PAGE_SIZE
+        ):
+            raise ConfigurationError(f"page_size must be an int from 1 to {MAX_PAGE_SIZE}, got {page_size!r}")
         self.sio = sio
         self._owns_store = not isinstance(store, EventStore)
         self.store: EventStore = open_store(store)
