@@ -192,7 +192,6 @@ class PyClient:
             randomization_factor=0,
             ack_timeout=3.0,
             retries=20,
-            connect_timeout=8.0,  # a reconnect the server closes waits this long (see docs/operations.md)
         )
         self._ticks: list[Any] = []
         self._connects: list[tuple[str, bool]] = []
