@@ -35,6 +35,7 @@ def slow_disconnect_cluster(redis_server: object, request: pytest.FixtureRequest
 
 
 @pytest.mark.redis
+@pytest.mark.slow
 async def test_recovered_socket_keeps_live_delivery_when_the_old_disconnect_ends_late(
     slow_disconnect_cluster: Cluster,
 ) -> None:
