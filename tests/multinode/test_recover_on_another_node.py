@@ -79,5 +79,6 @@ async def test_any_node_reaches_a_client_connected_to_another_node(
     await cluster.emit("C", [3], room=[room, "elsewhere"])
     await until(lambda: len(client.ticks()) >= 3, "ticks 0, 1, 3")
     await cluster.emit("A", [4], to=sid)
-    await until(lambda: len(client.ticks()) >= 4, "tick 4")
-    assert client.ticks() == [0, 1, 3, 4]
+    await cluster.emit("B", [5])  # everyone on the namespace
+    await until(lambda: len(client.ticks()) >= 5, "ticks 4, 5")
+    assert client.ticks() == [0, 1, 3, 4, 5]
