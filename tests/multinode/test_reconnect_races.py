@@ -133,7 +133,9 @@ async def test_clients_reset_at_any_moment_end_connected_with_every_event_once(
     with contextlib.suppress(AssertionError):  # the checks below say what is missing
         await until(lambda: all(c.connected and len(c.ticks()) >= len(expected) for c, _ in members), "all")
     for client, entry in members:
-        state = f"{client.name}: connects={client.connects()}, nodes={entry.history}"
+        ticks = client.ticks()
+        state = f"{client.name}: {len(ticks)} events ({len(ticks) - len(set(ticks))} duplicates)"
+        state += f" of {len(expected)}, connects={client.connects()}, nodes={entry.history}"
         if isinstance(client, PyClient):
             state += f", {client.describe()}"
         assert client.resyncs() == [], f"a reconnect did not recover: {state}"
