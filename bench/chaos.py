@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "contrib" / "exa
 from _chaos_redis import RedisService, redis_available
 from _common import SecantusServer, machine
 from delivery_chaos import Report, Scenario, render, render_runs, run_scenario
-from delivery_chaos.run import js_available
+from delivery_chaos.run import HarnessError, js_available
 
 VARIANTS = ("sqlite", "redis-nodes", "redis-store", "mongodb", "slow-sqlite", "memory")
 DEFAULT_VARIANTS = ("sqlite", "redis-nodes", "redis-store")
@@ -161,7 +161,12 @@ async def run_variant(
             if scenario.manager is None and scenario.nodes > 1:
                 scenario = scenario.replace(manager=scenario.store)
         folder = root / f"{variant}-{scenario.mode}"
-        report = await run_scenario(scenario, folder=folder, say=say, store_service=store_service)
+        try:
+            report = await run_scenario(scenario, folder=folder, say=say, store_service=store_service)
+        except HarnessError as exc:  # this run could not run; the others still do
+            out.append((variant, f"{scenario.name} ({scenario.mode}) did not complete: {exc}"))
+            print(f"  ! {exc}", flush=True)
+            continue
         drops = sum(c.drops for c in report.checks)
         say(
             f"done in {report.elapsed:.0f} s: {report.log_events} events emitted "

@@ -58,7 +58,8 @@ class Scenario:
     #: use the project's Python client when it is installed (else a stock AsyncClient)
     project_client: bool = True
     #: every other JS client starts on HTTP long-polling and upgrades (the browser default);
-    #: the others, and all Python clients, use WebSocket only
+    #: the others, and all Python clients, use WebSocket only. Single-node runs only: with
+    #: several nodes long-polling needs a sticky balancer, and the harness's proxy is not one.
     js_upgrade: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -80,6 +81,7 @@ class Scenario:
         for kind, count in (("py", self.py_clients), ("js", self.js_clients)):
             for i in range(count):
                 rooms = sorted(rng.sample(names, min(self.rooms_per_client, len(names))))
-                transports = "upgrade" if kind == "js" and self.js_upgrade and i % 2 else "websocket"
+                upgrade = kind == "js" and self.js_upgrade and self.nodes == 1 and i % 2
+                transports = "upgrade" if upgrade else "websocket"
                 out.append({"id": f"{kind}-{i}", "kind": kind, "rooms": rooms, "transports": transports})
         return out
