@@ -34,7 +34,7 @@ js:
 services:
 	bash scripts/install-services.sh
 
-demo: setup
+demo: setup js
 	$(PY) contrib/examples/demo.py
 
 lint: setup
