@@ -101,7 +101,11 @@ local function trim(stream, meta, maxlen, age, chunk, slack_n, slack_ms)
   end
   if age > 0 then
     local cutoff = now_ms() - age
-    if cutoff - slack_ms > 0 then
+    -- The oldest entry first (O(1)): when it is recent enough there is nothing to look for,
+    -- and a reverse range from the cutoff would walk the whole stream to find nothing.
+    local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+    local first_ms = #first > 0 and tonumber(string.match(first[1][1], '^(%d+)')) or nil
+    if first_ms and first_ms < cutoff - slack_ms and cutoff - slack_ms > 0 then
       local old = redis.call('XREVRANGE', stream,
         '(' .. string.format('%.0f', cutoff - slack_ms) .. '-0', '-', 'COUNT', 1)
       if #old > 0 and slack_ms > 0 then
