@@ -373,6 +373,9 @@ class Delivery:
                 sid = old.sid
                 stale = self._states.get((namespace, sid))
                 if stale is not None:  # the old transport is not closed yet: this reconnect wins
+                    # its live rooms and session data are newer than the last saved record
+                    old.rooms = dict(stale.rooms)
+                    old.data = await self._session_data(sid, namespace)
                     stale.superseded = True
                     await sio.disconnect(sid, namespace=namespace, ignore_queue=True)
                 await self._old_connection_gone(sid, namespace)
