@@ -71,6 +71,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
+from socketio_delivery._socketio_internals import drop_transport
+
 __all__ = ["NAMESPACES", "DeliveryAppProcess", "TestApp", "free_port", "main"]
 
 NAMESPACES = ("/", "/other")
@@ -124,17 +126,8 @@ class TestApp:
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, namespace)
         if eio_sid is None:
             return False
-        try:
-            eio_socket = self.sio.eio._get_socket(eio_sid)
-        except KeyError:
-            return False
-        if eio_socket.upgraded:
-            # the WebSocket writer ends on None and closes the WebSocket; the reader then sees
-            # the close and the socket is closed with reason "transport close" (no CLOSE packet)
-            eio_socket.queue.put_nowait(None)
-        else:
-            await eio_socket.close(wait=False, abort=True, reason=self.sio.eio.reason.TRANSPORT_CLOSE)
-        return True
+        # the WebSocket writer ends (or the poll is aborted): the server sees "transport close"
+        return await drop_transport(self.sio, eio_sid)
 
     async def info(self, sid: str, namespace: str) -> dict[str, Any]:
         connected = bool(self.sio.manager.is_connected(sid, namespace))

@@ -179,7 +179,7 @@ async def local_emit(
     await AsyncManager.emit(manager, event, tuple(args), namespace, room=room, skip_sid=skip_sid)
 
 
-async def drop_transport(sio: socketio.AsyncServer, eio_sid: str) -> None:
+async def drop_transport(sio: socketio.AsyncServer, eio_sid: str) -> bool:
     """Close an Engine.IO connection without a goodbye, so the client reconnects by itself.
 
     An Engine.IO CLOSE packet would make the Python client give up, and a Socket.IO
@@ -188,8 +188,9 @@ async def drop_transport(sio: socketio.AsyncServer, eio_sid: str) -> None:
     try:
         eio_socket = sio.eio._get_socket(eio_sid)
     except KeyError:
-        return
+        return False
     if eio_socket.upgraded:
         eio_socket.queue.put_nowait(None)  # the WebSocket writer ends and closes the WebSocket
     else:
         await eio_socket.close(wait=False, abort=True, reason=sio.eio.reason.TRANSPORT_CLOSE)
+    return True
