@@ -37,7 +37,7 @@ class GeneratesThenInserts(MemoryEventStore):
 
 
 class ClaimsInTwoSteps(MemoryEventStore):
-    async def claim_session(self, key: str) -> dict[str, Any] | None:
+    async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:
         item = self._sessions.get(key)
         await asyncio.sleep(0)
         self._sessions.pop(key, None)
@@ -85,14 +85,22 @@ class FiltersRoomsWrongly(MemoryEventStore):
 
 
 class IgnoresSessionTTL(MemoryEventStore):
-    async def claim_session(self, key: str) -> dict[str, Any] | None:
+    async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:
         item = self._sessions.pop(key, None)
         return None if item is None else item[1]
+
+
+class DeletesLeasedClaims(MemoryEventStore):
+    """Treats a leased claim as a plain one: a process that dies mid-recovery loses the session."""
+
+    async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:
+        return await super().claim_session(key)
 
 
 CASES: list[tuple[type[MemoryEventStore], str]] = [
     (GeneratesThenInserts, "test_no_late_arrivals_under_concurrent_writer_tasks"),
     (ClaimsInTwoSteps, "test_concurrent_claims_have_exactly_one_winner"),
+    (DeletesLeasedClaims, "test_leased_claim_hides_the_record_until_the_lease_runs_out"),
     (ReservesInTwoSteps, "test_concurrent_reserves_have_exactly_one_winner"),
     (HasNoEpoch, "test_offset_from_another_store_is_unavailable"),
     (FetchesInclusive, "test_fetch_since_returns_events_strictly_after_the_offset"),

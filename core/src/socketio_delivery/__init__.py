@@ -6,6 +6,7 @@ from .errors import (
     InvalidArgumentError,
     InvalidOffsetError,
     OffsetUnavailableError,
+    SessionBusyError,
     StoreError,
     StoreUnavailableError,
 )
@@ -26,6 +27,7 @@ __all__ = [
     "KeyState",
     "OffsetUnavailableError",
     "Reservation",
+    "SessionBusyError",
     "StoreError",
     "StoreUnavailableError",
     "available_schemes",

@@ -8,6 +8,7 @@ Everything the library raises on purpose derives from :class:`DeliveryError`::
     │   └── InvalidOffsetError    an offset that is not a well-formed offset of this store
     ├── OffsetUnavailableError    a well-formed offset the store no longer holds
     │                             (trimmed by retention, or from another epoch)
+    ├── SessionBusyError          a session is leased by a recovery under way
     └── StoreError                the backend failed; the driver's exception is ``__cause__``
         └── StoreUnavailableError the backend cannot be reached at all
 """
@@ -20,6 +21,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidOffsetError",
     "OffsetUnavailableError",
+    "SessionBusyError",
     "StoreError",
     "StoreUnavailableError",
 ]
@@ -53,6 +55,15 @@ class OffsetUnavailableError(DeliveryError):
     def __init__(self, message: str, *, offset: str | None = None) -> None:
         super().__init__(message)
         self.offset = offset
+
+
+class SessionBusyError(DeliveryError):
+    """The session is leased by a claim under way (``claim_session(key, lease=...)``).
+
+    Another connection (in this process or another) is recovering it right now. Try
+    again after a short pause: the record comes back when that claim saves it, or
+    when its lease runs out.
+    """
 
 
 class StoreError(DeliveryError):

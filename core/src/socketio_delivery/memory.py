@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import StoreOptions, build_options, parse_url
-from .errors import InvalidArgumentError, InvalidOffsetError, OffsetUnavailableError
+from .errors import InvalidArgumentError, InvalidOffsetError, OffsetUnavailableError, SessionBusyError
 from .store import DEFAULT_PAGE_SIZE, Capability, Event, KeyState, Reservation, new_id
 from .validate import check_key, check_limit, check_offset, check_rooms, check_stream, check_ttl
 
@@ -58,6 +58,8 @@ class MemoryEventStore:
         self.epoch = secrets.token_hex(4)
         self._streams: dict[str, _Stream] = {}
         self._sessions: dict[str, tuple[float, dict[str, Any]]] = {}
+        #: session key -> monotonic time its lease runs out
+        self._leases: dict[str, float] = {}
         self._keys: dict[str, tuple[KeyState, float, Any]] = {}
         self._ops = 0
 
@@ -180,14 +182,27 @@ class MemoryEventStore:
         if not isinstance(record, Mapping):
             raise InvalidArgumentError("a session record must be a mapping")
         self._sessions[key] = (expires, _json_copy(dict(record), "session record"))
+        self._leases.pop(key, None)
         self._tick()
 
-    async def claim_session(self, key: str) -> dict[str, Any] | None:
+    async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:
         check_key(key)
-        item = self._sessions.pop(key, None)
-        if item is None or item[0] <= time.monotonic():
+        until = None if lease is None else time.monotonic() + check_ttl(lease, "lease")
+        now = time.monotonic()
+        item = self._sessions.get(key)
+        if item is None or item[0] <= now:
+            self._sessions.pop(key, None)
+            self._leases.pop(key, None)
             return None
-        return item[1]
+        if self._leases.get(key, 0.0) > now:
+            raise SessionBusyError("the session is being recovered by another connection")
+        if until is None:
+            del self._sessions[key]
+            self._leases.pop(key, None)
+        else:
+            self._leases[key] = until
+        record: dict[str, Any] = _json_copy(item[1], "session record")
+        return record
 
     # -- idempotency keys -------------------------------------------------------------
     async def reserve_key(self, key: str, lease: float) -> Reservation:
@@ -220,5 +235,6 @@ class MemoryEventStore:
         now = time.monotonic()
         for k in [k for k, v in self._sessions.items() if v[0] <= now]:
             del self._sessions[k]
+            self._leases.pop(k, None)
         for k in [k for k, v in self._keys.items() if v[1] <= now]:
             del self._keys[k]

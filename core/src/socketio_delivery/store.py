@@ -34,8 +34,14 @@ characters, that orders the event within its stream.
 
 **Sessions** (connection state recovery). A disconnected client's state is saved
 as a small JSON object under a key with a time to live;
-:meth:`~EventStore.claim_session` returns it and removes it in one atomic step,
-so two claims of one key never both succeed.
+:meth:`~EventStore.claim_session` returns it and takes it away from every other
+claim in one atomic step, so two claims of one key never both succeed. A claim
+either removes the record, or (with a *lease*) hides it for a few seconds: a
+process that dies between claiming a session and saving it back (kill -9, lost
+network) then loses nothing, because the record becomes claimable again when the
+lease runs out. A claim of a leased record raises
+:class:`~socketio_delivery.errors.SessionBusyError`, which tells "someone is
+recovering this session right now, try again soon" apart from "no such session".
 
 **Idempotency keys** (processed-once client emits). :meth:`~EventStore.reserve_key`
 atomically inserts a *pending* record with a lease if the key is absent, and
@@ -216,11 +222,18 @@ class EventStore(Protocol):
     async def save_session(self, key: str, record: Mapping[str, JSON], ttl: float) -> None:
         """Store ``record`` under ``key`` for ``ttl`` seconds, replacing any earlier record."""
 
-    async def claim_session(self, key: str) -> dict[str, JSON] | None:
-        """Return the record under ``key`` and delete it, atomically; ``None`` if absent or expired.
+    async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, JSON] | None:
+        """Return the record under ``key`` and take it, atomically; ``None`` if absent or expired.
+
+        Without ``lease`` the record is deleted. With ``lease`` (seconds, > 0) it is
+        kept but leased: until the lease runs out every claim of ``key`` raises
+        :class:`~socketio_delivery.errors.SessionBusyError`, and afterwards the same
+        record is claimable again (its own TTL still applies). :meth:`save_session`
+        of ``key`` replaces the record and ends the lease.
 
         Of several concurrent claims of one key (from any process), at most one
-        gets the record.
+        gets the record; the others get ``None`` (deleted) or raise
+        ``SessionBusyError`` (leased).
         """
 
     # -- idempotency keys (processed-once client emits) -------------------------

@@ -6,6 +6,9 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+import pytest
+
+from ..errors import SessionBusyError
 from ..store import Capability, EventStore, KeyState
 from ._base import ConformanceBase, UrlFactory, store_test, url_test
 from ._support import StreamReader, assert_json_equal, assert_same_events, read_all
@@ -100,6 +103,27 @@ class ConcurrencyTests(ConformanceBase):
             wins = Counter(r["key"] for per_worker in results for r in per_worker if r is not None)
             assert wins == Counter(keys), f"claims that succeeded per key: {dict(wins)}"
             assert await store.claim_session(keys[0]) is None
+
+    @url_test
+    async def test_concurrent_leased_claims_across_processes_have_exactly_one_winner(
+        self, make_store_url: UrlFactory
+    ) -> None:
+        url = make_store_url()
+        async with self.opened(url) as store:
+            self.require(store, Capability.MULTI_PROCESS)
+            keys = [f"lease-race-{i}" for i in range(20)]
+            for key in keys:
+                await store.save_session(key, {"key": key}, 60)
+            results = await self._workers(url, [{"op": "claim", "keys": keys, "lease": 60}] * PROCESSES)
+            for n, key in enumerate(keys):
+                got = [per_worker[n] for per_worker in results]
+                assert sorted(map(str, got)) == sorted(
+                    map(str, [{"key": key}] + ["busy"] * (PROCESSES - 1))
+                ), key
+            with pytest.raises(SessionBusyError):
+                await store.claim_session(keys[0])  # the lease holds in this process too
+            await store.save_session(keys[0], {"key": "back"}, 60)
+            assert await store.claim_session(keys[0]) == {"key": "back"}
 
     @url_test
     async def test_concurrent_reserves_across_processes_have_exactly_one_winner(

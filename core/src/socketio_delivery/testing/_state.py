@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, SessionBusyError
 from ..registry import open_store
 from ..store import MAX_KEY_LENGTH, EventStore, KeyState, Reservation
 from ._base import ConformanceBase, UrlFactory, store_test, url_test
@@ -104,6 +104,62 @@ class StateTests(ConformanceBase):
             assert await store.claim_session(key) == {"key": key}
 
     @store_test
+    async def test_leased_claim_hides_the_record_until_the_lease_runs_out(self, store: EventStore) -> None:
+        record = {"sid": "abc", "rooms": {"r": "0"}}
+        await store.save_session("leased", record, 30)
+        await store.save_session("other", {"x": 1}, 30)
+        got = await store.claim_session("leased", lease=SHORT_TTL)
+        assert got is not None
+        assert_json_equal(got, record)
+        with pytest.raises(SessionBusyError):
+            await store.claim_session("leased", lease=SHORT_TTL)
+        with pytest.raises(SessionBusyError):
+            await store.claim_session("leased")
+        assert await store.claim_session("other", lease=30) == {"x": 1}  # keys are independent
+        await asyncio.sleep(TTL_SLEEP)
+        # the claimer never saved it back (it died): the record is claimable again, unchanged
+        again = await store.claim_session("leased")
+        assert again is not None
+        assert_json_equal(again, record)
+        assert await store.claim_session("leased") is None
+
+    @store_test
+    async def test_save_session_ends_a_lease(self, store: EventStore) -> None:
+        await store.save_session("k", {"v": 1}, 30)
+        assert await store.claim_session("k", lease=30) == {"v": 1}
+        await store.save_session("k", {"v": 2}, 30)
+        assert await store.claim_session("k", lease=30) == {"v": 2}
+        await store.save_session("k", {"v": 3}, 30)
+        assert await store.claim_session("k") == {"v": 3}
+        assert await store.claim_session("k", lease=30) is None
+
+    @store_test
+    async def test_a_lease_does_not_outlive_the_record(self, store: EventStore) -> None:
+        await store.save_session("k", {"v": 1}, SHORT_TTL)
+        assert await store.claim_session("k", lease=30) == {"v": 1}
+        await asyncio.sleep(TTL_SLEEP)
+        assert await store.claim_session("k") is None
+        await store.save_session("k", {"v": 2}, 30)  # a new record under the key is not leased
+        assert await store.claim_session("k") == {"v": 2}
+
+    @store_test
+    async def test_concurrent_leased_claims_have_exactly_one_winner(self, store: EventStore) -> None:
+        keys = [f"lease-race-{i}" for i in range(10)]
+        for key in keys:
+            await store.save_session(key, {"key": key}, 30)
+
+        async def claim(key: str) -> Any:
+            try:
+                return await store.claim_session(key, lease=30)
+            except SessionBusyError:
+                return "busy"
+
+        results = await asyncio.gather(*(claim(k) for k in keys for _ in range(8)))
+        for n, key in enumerate(keys):
+            got = results[n * 8 : n * 8 + 8]
+            assert sorted(map(str, got)) == sorted(map(str, [{"key": key}] + ["busy"] * 7)), key
+
+    @store_test
     async def test_bad_session_arguments_raise_invalid_argument(self, store: EventStore) -> None:
         for key in BAD_KEYS:
             with pytest.raises(InvalidArgumentError):
@@ -113,6 +169,9 @@ class StateTests(ConformanceBase):
         for ttl in BAD_TTLS:
             with pytest.raises(InvalidArgumentError):
                 await store.save_session("k", {}, ttl)
+            if ttl is not None:
+                with pytest.raises(InvalidArgumentError):
+                    await store.claim_session("k", lease=ttl)
         not_records: list[Any] = [[1, 2], "text", None, *NOT_JSON]
         for record in not_records:
             with pytest.raises(InvalidArgumentError):

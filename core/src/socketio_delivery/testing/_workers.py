@@ -103,6 +103,7 @@ async def _fail(proc: asyncio.subprocess.Process, why: str) -> None:
 
 
 async def _work(job: dict[str, Any]) -> Any:
+    from socketio_delivery.errors import SessionBusyError
     from socketio_delivery.registry import open_store
     from socketio_delivery.store import Reservation
 
@@ -131,7 +132,19 @@ async def _work(job: dict[str, Any]) -> Any:
             per_task = await asyncio.gather(*(writer(t) for t in range(job.get("tasks", 1))))
             return [offset for offsets in per_task for offset in offsets]
         if op == "claim":
-            return await asyncio.gather(*(store.claim_session(k) for k in job["keys"]))
+            lease = job.get("lease")
+
+            async def claim(key: str) -> Any:
+                try:
+                    return (
+                        await store.claim_session(key, lease=lease)
+                        if lease
+                        else await store.claim_session(key)
+                    )
+                except SessionBusyError:
+                    return "busy"
+
+            return await asyncio.gather(*(claim(k) for k in job["keys"]))
         if op == "reserve":
             got: list[Reservation] = await asyncio.gather(
                 *(store.reserve_key(k, job["lease"]) for k in job["keys"])
