@@ -135,13 +135,13 @@ def test_unexpected_adapter_exception_is_one_line(scheme: Any) -> None:
 
 def test_a_store_breaking_claim_once_fails_the_check(scheme: Any) -> None:
     class ClaimsTwice(MemoryEventStore):
-        async def claim_session(self, key: str) -> Any:
+        async def claim_session(self, key: str, *, lease: Any = None) -> Any:
             return {"probe": "x"}
 
     scheme("claimstwice", ClaimsTwice)
     code, _, err = run("check", "claimstwice://")
     assert code == 1
-    assert err.startswith("FAILED: claim_session returned")
+    assert err.startswith("FAILED: a leased claim_session returned")
 
 
 def test_a_store_losing_events_fails_the_check(scheme: Any) -> None:

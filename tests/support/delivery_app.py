@@ -150,16 +150,20 @@ class TestApp:
     async def wait_saved(self, pid: str, namespace: str, timeout: float = 10.0) -> Any:
         """Wait until the store holds the session of ``pid`` (saved while connected); its record.
 
-        Reads it with ``claim_session`` and saves it back unchanged (the contract has no plain
-        read); uses :func:`socketio_delivery.recovery.session_key`, an internal of Delivery.
+        Reads it with a leased ``claim_session`` and saves it back unchanged (the contract has
+        no plain read); uses :func:`socketio_delivery.recovery.session_key`, an internal of Delivery.
         """
+        from socketio_delivery import SessionBusyError
         from socketio_delivery.recovery import session_key
 
         delivery = self.require_delivery()
         store, key = delivery.store, session_key(namespace, pid)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            record = await store.claim_session(key)
+            try:
+                record = await store.claim_session(key, lease=5.0)
+            except SessionBusyError:
+                record = None
             if record is not None:
                 await store.save_session(key, record, delivery.recovery_window)
                 return record

@@ -70,9 +70,9 @@ class SlowStore:
         await self.inner.save_session(key, record, ttl)
         await self._nap()
 
-    async def claim_session(self, key: str) -> dict[str, Any] | None:
+    async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:
         await self._nap()
-        record = await self.inner.claim_session(key)
+        record = await self.inner.claim_session(key, lease=lease)
         await self._nap()
         return record
 

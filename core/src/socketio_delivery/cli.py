@@ -28,7 +28,7 @@ from importlib import metadata
 from typing import Any, TextIO, TypeVar
 
 from .config import ENV_STORE_URL, parse_url, redact
-from .errors import ConfigurationError, DeliveryError
+from .errors import ConfigurationError, DeliveryError, SessionBusyError
 from .registry import open_store, scheme_info
 from .store import EventStore, KeyState
 
@@ -118,11 +118,24 @@ async def _check(store: EventStore, report: _Report) -> None:
         key = f"socketio-delivery:check:{store.generate_id()}"
         record = {"probe": probe["probe"], "rooms": ["probe"]}
 
-        async def session() -> tuple[Any, Any]:
+        async def session() -> tuple[Any, Any, Any]:
             await store.save_session(key, record, 60)
-            return await store.claim_session(key), await store.claim_session(key)
+            leased = await store.claim_session(key, lease=30)
+            try:
+                busy: Any = await store.claim_session(key)
+            except SessionBusyError:
+                busy = "busy"
+            await store.save_session(key, record, 60)  # ends the lease
+            return leased, busy, (await store.claim_session(key), await store.claim_session(key))
 
-        first, second = await report.step("session", session, lambda _: "saved, claimed once")
+        leased, busy, (first, second) = await report.step(
+            "session", session, lambda _: "saved, leased, saved back, claimed once"
+        )
+        if leased != record or busy != "busy":
+            raise CheckFailed(
+                f"a leased claim_session returned {leased!r}, then a second claim {busy!r}; "
+                "expected the record, then SessionBusyError"
+            )
         if first != record or second is not None:
             raise CheckFailed(
                 f"claim_session returned {first!r} then {second!r}; expected the record then None"

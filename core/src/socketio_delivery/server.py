@@ -49,6 +49,7 @@ from .errors import (
     InvalidArgumentError,
     InvalidOffsetError,
     OffsetUnavailableError,
+    SessionBusyError,
 )
 from .recovery import ConnectRequest, SessionState, entitled, session_key
 from .registry import open_store
@@ -64,6 +65,7 @@ RESYNC_EVENT = "delivery:resync"
 _RESERVED = frozenset({"connect", "disconnect", "connect_error", RESYNC_EVENT})
 _EXPLICIT_DISCONNECTS = frozenset({"client disconnect", "server disconnect"})
 _STORE_UNAVAILABLE = "store unavailable"
+_SESSION_BUSY = "session being recovered elsewhere"
 _OFFSET_GONE = "offset no longer available"
 #: how long an emit waits for this process's live delivery after persisting (it is durable already)
 _DELIVERY_WAIT = 10.0
@@ -71,8 +73,11 @@ _DELIVERY_WAIT = 10.0
 _OLD_DISCONNECT_WAIT = 10.0
 #: how long a reconnect waits for an attempt with the same pid under way in this process
 _ATTEMPT_WAIT = 30.0
-#: pauses before a missed claim is tried again (an attempt on another node may be finishing)
+#: pauses before a claim of a session leased elsewhere is tried again (that attempt may be finishing)
 _CLAIM_RETRY_DELAYS = (0.1, 0.3)
+#: seconds a claimed session stays hidden from other claims unless saved back sooner: the
+#: longest a client waits when the process recovering it died between claim and save
+_CLAIM_LEASE = 5.0
 
 Identity = Callable[[str, str], "str | Awaitable[str]"]
 
@@ -358,10 +363,11 @@ class Delivery:
         elif failure is None and request.offset is not None:
             failure = await self._check_start(namespace, request.offset)  # the explicit recipe
             start = request.offset if failure is None else None
-        if failure == _STORE_UNAVAILABLE:
+        if failure in (_STORE_UNAVAILABLE, _SESSION_BUSY):
             # No new session in place of one we could not read: the client retries with back-off
-            # (a CONNECT_ERROR would stop the JS client for good) and recovers once the store is back.
-            log.warning("closed a connection to %s until the delivery store is back", namespace)
+            # (a CONNECT_ERROR would stop the JS client for good) and recovers once the store is
+            # back, or once the attempt that holds its session saved it or its lease ran out.
+            log.warning("closed a connection to %s for now: %s", namespace, failure)
             await internals.drop_transport(sio, eio_sid)
             return
         if failure is not None:
@@ -421,6 +427,8 @@ class Delivery:
                 await self._abandon(state, tailer, old)
                 await internals.send_connect_error(sio, eio_sid, namespace, outcome.reason)
                 return
+            if old is None:
+                await self._save(state)  # before the client learns its pid: a kill -9 loses nothing
             if held:
                 assert start is not None
                 try:
@@ -435,7 +443,8 @@ class Delivery:
                 await internals.send_event(
                     sio, eio_sid, namespace, [RESYNC_EVENT, {"reason": state.recovery_failed}]
                 )
-            await self._save(state)
+            if old is not None:
+                await self._save(state)  # with this connection's token
         finally:
             if old is not None and attempt is not None:
                 self._end_attempt(old.key, attempt)
@@ -468,6 +477,8 @@ class Delivery:
         key = session_key(namespace, request.pid)
         try:
             record = await self._claim_record(key)
+        except SessionBusyError:
+            return None, None, _SESSION_BUSY
         except DeliveryError as exc:
             log.error("could not read a session to recover (%s)", exc)
             return None, None, _STORE_UNAVAILABLE
@@ -501,22 +512,26 @@ class Delivery:
         return None, None, failure
 
     async def _claim_record(self, key: str) -> dict[str, Any] | None:
-        """Claim a session record, waiting for an attempt with the same pid that is under way.
+        """Claim a session record under a lease, waiting for an attempt with the same pid.
 
+        The lease, not a delete, is what makes a process that dies between claiming and
+        saving the record back lose nothing: the record comes back when the lease ends.
         A client that gave up on a slow CONNECT reply comes back while its first attempt
         still holds the record: it waits for that attempt (which then recovered or put the
-        record back) instead of losing the session. A miss is retried twice within 0.4 s,
-        for an attempt on another node that is between its claim and putting the record back
-        (kept short: python-socketio's client waits 1 s for a CONNECT reply).
+        record back) instead of losing the session. A record leased elsewhere is tried
+        again twice within 0.4 s (kept short: python-socketio's client waits 1 s for a
+        CONNECT reply); then :class:`SessionBusyError` propagates.
         """
         for delay in (*_CLAIM_RETRY_DELAYS, None):
             pending = self._attempts.get(key)
             if pending is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(pending.wait(), _ATTEMPT_WAIT)
-            record = await self.store.claim_session(key)
-            if record is not None or delay is None:
-                return record
+            try:
+                return await self.store.claim_session(key, lease=_CLAIM_LEASE)
+            except SessionBusyError:
+                if delay is None:
+                    raise
             if pending is None and key not in self._attempts:
                 await asyncio.sleep(delay)
         return None
@@ -653,6 +668,8 @@ class Delivery:
             current = await self.store.claim_session(state.key)
             if current is not None and current.get("token") != state.token:
                 await self.store.save_session(state.key, current, self.recovery_window)  # a newer owner's
+        except SessionBusyError:
+            pass  # a reconnect is recovering it: it is a newer owner's
         except DeliveryError as exc:
             log.error("could not update the session of %s: %s", sid, exc)
 

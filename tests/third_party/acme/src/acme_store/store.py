@@ -29,6 +29,7 @@ from socketio_delivery import (
     KeyState,
     OffsetUnavailableError,
     Reservation,
+    SessionBusyError,
     StoreError,
     StoreUnavailableError,
 )
@@ -54,7 +55,9 @@ CREATE TABLE IF NOT EXISTS events (
     rooms TEXT NOT NULL, exclude TEXT NOT NULL, ts REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS events_by_stream ON events (stream, seq);
 CREATE TABLE IF NOT EXISTS trimmed (stream TEXT PRIMARY KEY, upto INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS sessions (key TEXT PRIMARY KEY, record TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    key TEXT PRIMARY KEY, record TEXT NOT NULL, expires REAL NOT NULL, leased REAL NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS keys (
     key TEXT PRIMARY KEY, state TEXT NOT NULL, expires REAL NOT NULL, result TEXT NOT NULL);
 """
@@ -276,16 +279,26 @@ class AcmeEventStore:
         if not isinstance(record, Mapping):
             raise InvalidArgumentError("a session record must be a mapping")
         text = _dumps(dict(record), "session record")
-        sql = "INSERT OR REPLACE INTO sessions VALUES (?, ?, ?)"
+        sql = "INSERT OR REPLACE INTO sessions (key, record, expires) VALUES (?, ?, ?)"  # ends a lease
         await self._run(lambda db: self._write(db, lambda: db.execute(sql, (key, text, expires))))
 
-    async def claim_session(self, key: str) -> dict[str, Any] | None:
+    async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:
         check_key(key)
+        seconds = None if lease is None else check_ttl(lease, "lease")
 
         def claim(db: sqlite3.Connection) -> Any:
-            row = db.execute("SELECT record, expires FROM sessions WHERE key = ?", (key,)).fetchone()
-            db.execute("DELETE FROM sessions WHERE key = ?", (key,))
-            return None if row is None or row[1] <= time.time() else json.loads(row[0])
+            now = time.time()
+            row = db.execute("SELECT record, expires, leased FROM sessions WHERE key = ?", (key,)).fetchone()
+            if row is None or row[1] <= now:
+                db.execute("DELETE FROM sessions WHERE key = ?", (key,))
+                return None
+            if row[2] > now:
+                raise SessionBusyError("the session is being recovered by another connection")
+            if seconds is None:
+                db.execute("DELETE FROM sessions WHERE key = ?", (key,))
+            else:
+                db.execute("UPDATE sessions SET leased = ? WHERE key = ?", (now + seconds, key))
+            return json.loads(row[0])
 
         return await self._run(lambda db: self._write(db, lambda: claim(db)))
 
