@@ -16,6 +16,7 @@ from socketio_delivery import Capability, open_store
 from socketio_delivery.errors import (
     ConfigurationError,
     OffsetUnavailableError,
+    SessionBusyError,
     StoreUnavailableError,
 )
 from socketio_delivery.testing import StreamReader, assert_same_events, read_all
@@ -131,7 +132,12 @@ async def test_a_client_or_database_the_app_has_is_used_and_left_open(
         events = [await store.persist("/chat", {"i": i}, rooms=["r"] if i % 2 else ()) for i in range(4)]
         assert_same_events(await read_all(store, "/chat", rooms=["r"], limit=2), events)
         await store.save_session("pid", {"sid": "a"}, 30)
-        assert await store.claim_session("pid") == {"sid": "a"}
+        assert await store.claim_session("pid", lease=30) == {"sid": "a"}
+        with pytest.raises(SessionBusyError):
+            await store.claim_session("pid")
+        await store.save_session("pid", {"sid": "b"}, 30)
+        assert await store.claim_session("pid") == {"sid": "b"}
+        assert await store.claim_session("pid") is None
         await store.close()
         assert await client[name]["sio_events"].count_documents({}) == 4, "the client still works"
     finally:
@@ -401,6 +407,49 @@ async def test_ttl_indexes_delete_expired_sessions_and_keys(opener: Opener) -> N
         await asyncio.sleep(0.1)
     assert [d["_id"] async for d in db["sio_sessions"].find({})] == ["long"]
     assert await db["sio_keys"].count_documents({}) == 0
+
+
+@pytest.mark.mongodb
+async def test_sessions_saved_before_leases_existed_are_claimable_with_and_without_a_lease(
+    opener: Opener,
+) -> None:
+    """Documents of the previous version have no lease field ``l``."""
+    import json
+    import time
+
+    from socketio_delivery_mongodb._codec import expiry
+
+    store = opener()
+    await store.open()
+    sessions = store.database["sio_sessions"]
+    at = time.time() + 300
+    for key in ("plain", "leased"):
+        await sessions.insert_one({"_id": key, "v": json.dumps({"k": key}), "x": at, "exp": expiry(at)})
+    await sessions.insert_one({"_id": "expired", "v": "{}", "x": time.time() - 1, "exp": expiry(at)})
+    assert await store.claim_session("plain") == {"k": "plain"}
+    assert await sessions.find_one({"_id": "plain"}) is None
+    assert await store.claim_session("leased", lease=300) == {"k": "leased"}
+    held = await sessions.find_one({"_id": "leased"})
+    assert held is not None
+    assert held["x"] == at, "a lease leaves the record's own TTL as it was"
+    assert held["l"] > time.time()
+    with pytest.raises(SessionBusyError):
+        await store.claim_session("leased", lease=300)
+    assert await store.claim_session("expired", lease=300) is None
+    assert await sessions.find_one({"_id": "expired"}) is None, "an expired record is deleted on claim"
+
+
+@pytest.mark.mongodb
+async def test_a_lease_taken_by_one_store_object_holds_for_another(opener: Opener) -> None:
+    first, second = opener(), opener()
+    await asyncio.gather(first.open(), second.open())
+    await first.save_session("k", {"v": 1}, 300)
+    assert await first.claim_session("k", lease=300) == {"v": 1}
+    with pytest.raises(SessionBusyError):
+        await second.claim_session("k")
+    await second.save_session("k", {"v": 2}, 300)
+    assert "l" not in (await second.database["sio_sessions"].find_one({"_id": "k"}))
+    assert await first.claim_session("k") == {"v": 2}
 
 
 # -- failures ------------------------------------------------------------------------------------------------

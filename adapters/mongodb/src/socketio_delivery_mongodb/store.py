@@ -40,6 +40,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 from socketio_delivery.errors import (
     ConfigurationError,
     InvalidArgumentError,
+    SessionBusyError,
     StoreError,
     StoreUnavailableError,
 )
@@ -72,6 +73,8 @@ TTL_BACKSTOP = 3600.0
 _WRITE_ERRORS: tuple[type[BaseException], ...] = (*DRIVER_ERRORS, StoreError)
 #: Tries of the stream document's upsert (a concurrent upsert may win the insert).
 _UPSERT_ATTEMPTS = 5
+#: Tries of a claim whose record changed between the claim and the read that explains a miss.
+_CLAIM_ATTEMPTS = 5
 #: Server error code of a hint naming no index (the collection was dropped with its indexes).
 _BAD_HINT = 2
 #: Default for ``serverSelectionTimeoutMS`` when the URL sets none (PyMongo's is 30 s).
@@ -690,17 +693,51 @@ class MongoEventStore:
         except DRIVER_ERRORS as exc:
             raise store_error(exc, "save_session") from exc
 
-    async def claim_session(self, key: str) -> dict[str, Any] | None:
+    async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:
+        """Take the record: one ``find_one_and_delete`` (no ``lease``), or one
+        ``find_one_and_update`` that sets the lease ``l`` (epoch seconds, as ``x``).
+
+        Both match only a live record whose lease is absent (a document written before
+        leases existed, or saved since) or run out. When nothing matched, one read tells
+        "busy" (a lease still runs) from "absent" (no record, or an expired one).
+        """
         check_key(key)
+        seconds = None if lease is None else check_ttl(lease, "lease")
         self._check_open()
+        sessions = self._collection("sessions")
         try:
-            doc = await self._collection("sessions").find_one_and_delete({"_id": key})
+            for _ in range(_CLAIM_ATTEMPTS):
+                now = time.time()
+                free = {
+                    "_id": key,
+                    "x": {"$gt": now},
+                    "$or": [{"l": {"$exists": False}}, {"l": {"$lte": now}}],
+                }
+                if seconds is None:
+                    doc = await sessions.find_one_and_delete(free, projection={"v": 1})
+                else:
+                    doc = await sessions.find_one_and_update(
+                        free,
+                        {"$set": {"l": now + seconds}},
+                        projection={"v": 1},
+                        return_document=ReturnDocument.BEFORE,
+                    )
+                if doc is not None:
+                    record: dict[str, Any] = json.loads(doc["v"])
+                    return record
+                held = await sessions.find_one({"_id": key}, {"x": 1, "l": 1})
+                now = time.time()
+                if held is None:
+                    return None
+                if float(held["x"]) <= now:
+                    await sessions.delete_one({"_id": key, "x": {"$lte": now}})
+                    return None
+                if float(held.get("l", 0.0)) > now:
+                    raise SessionBusyError("the session is being recovered by another connection")
+                # saved anew, or its lease ran out, since the claim looked: claim again
         except DRIVER_ERRORS as exc:
             raise store_error(exc, "claim_session") from exc
-        if doc is None or float(doc["x"]) <= time.time():
-            return None
-        record: dict[str, Any] = json.loads(doc["v"])
-        return record
+        raise SessionBusyError("the session is being claimed by other connections")
 
     # -- idempotency keys ------------------------------------------------------------------------
     async def reserve_key(self, key: str, lease: float) -> Reservation:
