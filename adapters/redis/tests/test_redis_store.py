@@ -22,6 +22,7 @@ from socketio_delivery import open_store
 from socketio_delivery.errors import (
     ConfigurationError,
     OffsetUnavailableError,
+    SessionBusyError,
     StoreError,
     StoreUnavailableError,
 )
@@ -128,7 +129,11 @@ async def test_client_object_is_used_and_left_open(server: RedisServer, decode_r
         assert_same_events(await read_all(store, "/", rooms=["r"]), events)
         assert_same_events(await store.fetch_since("/", events[0].offset), events[1:])
         await store.save_session("pid", {"sid": "s1"}, 30)
-        assert await store.claim_session("pid") == {"sid": "s1"}
+        assert await store.claim_session("pid", lease=30) == {"sid": "s1"}
+        with pytest.raises(SessionBusyError):
+            await store.claim_session("pid")
+        await store.save_session("pid", {"sid": "s2"}, 30)
+        assert await store.claim_session("pid") == {"sid": "s2"}
         assert (await store.reserve_key("k", 30)).state is KeyState.ACQUIRED
         await store.complete_key("k", {"ok": 1}, 30)
         done = await store.reserve_key("k", 30)
@@ -339,6 +344,35 @@ async def test_keys_of_one_stream_share_a_cluster_slot_and_are_documented(
     assert admin.smembers(f"{p}:streams") == {b"/chat"}
 
 
+async def test_a_leased_session_stays_one_key_with_its_ttl_and_old_records_stay_claimable(
+    admin: redis.Redis, store: RedisEventStore
+) -> None:
+    key = f"{store.options.prefix}:session:pid"
+    admin.set(key, b'{"sid":"old"}', px=30_000)  # as written by the version before leases
+    assert await store.claim_session("pid", lease=60) == {"sid": "old"}
+    value = admin.get(key)
+    assert value is not None
+    assert value.startswith(b"l:")
+    assert value.endswith(b'|{"sid":"old"}')
+    assert 0 < admin.pttl(key) <= 30_000, "a lease keeps the record's own ttl"
+    assert {k.decode() for k in admin.scan_iter(match=f"{store.options.prefix}:*")} == {key}
+    with pytest.raises(SessionBusyError):
+        await store.claim_session("pid", lease=60)
+    await store.save_session("pid", {"sid": "new"}, 20)
+    assert admin.get(key) == b'{"sid":"new"}', "save_session ends the lease: a plain record again"
+    assert 0 < admin.pttl(key) <= 20_000
+    # A lease that ran out (the claimer died): the record comes back unchanged, still leasable.
+    admin.set(key, b'l:1000|{"sid":"back"}', px=30_000)
+    assert await store.claim_session("pid", lease=60) == {"sid": "back"}
+    admin.set(key, b'l:1000|{"sid":"back"}', px=30_000)
+    assert await store.claim_session("pid") == {"sid": "back"}
+    assert admin.exists(key) == 0
+    await store.save_session("inf", {"a": 1}, 30)
+    assert await store.claim_session("inf", lease=float("inf")) == {"a": 1}
+    with pytest.raises(SessionBusyError):
+        await store.claim_session("inf")
+
+
 # -- reads and retention ----------------------------------------------------------------------
 async def test_room_filtered_fetch_reads_in_bounded_steps(admin: redis.Redis, server: RedisServer) -> None:
     store = RedisEventStore.from_url(server.url, prefix=prefix(), scan_count=100)
@@ -488,7 +522,11 @@ async def test_cluster_client_object_spreads_streams_and_batches_per_stream(
             )
             assert_same_events(await read_all(store, stream), mine)
         await store.save_session("{pid}", {"a": 1}, 30)
-        assert await store.claim_session("{pid}") == {"a": 1}
+        assert await store.claim_session("{pid}", lease=30) == {"a": 1}
+        with pytest.raises(SessionBusyError):
+            await store.claim_session("{pid}", lease=30)
+        await store.save_session("{pid}", {"a": 2}, 30)
+        assert await store.claim_session("{pid}") == {"a": 2}
         await store.close()
         assert await client.ping()
     finally:

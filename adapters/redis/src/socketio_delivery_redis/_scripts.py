@@ -13,6 +13,13 @@ Every stream has keys sharing the hash tag ``{<stream>}`` (see ``store._StreamKe
 
 Entries are only ever removed from the front (retention), so "events after offset X were
 removed" is exactly ``X < lwm``.
+
+A session is ONE string key, ``<prefix>:session:<key>`` (so it needs no hash tag): the
+record's JSON (always an object, so it starts with ``{``), or, while a claim leases it,
+``l:<until ms>|<JSON>`` (``until``: server time, ms since the epoch, when the lease runs
+out). The key's own ``PX`` is the record's TTL, kept through a lease (``KEEPTTL``), so a
+lease never outlives the record, and ``save_session`` (a plain ``SET ... PX``) replaces
+the record and ends the lease in one command. Records of earlier versions are plain JSON.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from hashlib import sha1
 
-__all__ = ["FETCH", "INLINE_LIMIT", "LAST", "PERSIST", "RELEASE", "RESERVE", "TRIM", "Script"]
+__all__ = ["CLAIM", "FETCH", "INLINE_LIMIT", "LAST", "PERSIST", "RELEASE", "RESERVE", "TRIM", "Script"]
 
 #: Rooms (or excluded sids) of one event stored as repeated fields up to this many, else as JSON.
 INLINE_LIMIT = 100
@@ -237,6 +244,32 @@ for _, e in ipairs(entries) do
   end
 end
 return {epoch, m[1], m[2], cursor, examined, out}
+""",
+)
+
+#: KEYS: session key. ARGV: lease ms (0: none). Returns nil when absent (or expired),
+#: {'busy'} while a lease holds it, else {'ok', record JSON}: the key is then deleted
+#: (no lease) or rewritten as leased until now + lease, keeping its TTL.
+CLAIM = Script(
+    "claim",
+    r"""
+local v = redis.call('GET', KEYS[1])
+if not v then return false end
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local record = v
+if string.sub(v, 1, 2) == 'l:' then
+  local sep = string.find(v, '|', 3, true)
+  if now < tonumber(string.sub(v, 3, sep - 1)) then return {'busy'} end
+  record = string.sub(v, sep + 1)
+end
+local lease = tonumber(ARGV[1])
+if lease > 0 then
+  redis.call('SET', KEYS[1], 'l:' .. string.format('%.0f', now + lease) .. '|' .. record, 'KEEPTTL')
+else
+  redis.call('DEL', KEYS[1])
+end
+return {'ok', record}
 """,
 )
 

@@ -50,6 +50,7 @@ from socketio_delivery.errors import (
     InvalidArgumentError,
     InvalidOffsetError,
     OffsetUnavailableError,
+    SessionBusyError,
     StoreError,
     StoreUnavailableError,
 )
@@ -697,10 +698,27 @@ class RedisEventStore:
         text = _dumps(dict(record), "session record")
         await self._call("save_session", "set", self._key("session", key), _b(text), px=ms)
 
-    async def claim_session(self, key: str) -> dict[str, Any] | None:
+    async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:
+        """Return the record under ``key`` and take it (one script: see ``_scripts.CLAIM``).
+
+        Without ``lease`` the key is deleted; with ``lease`` it is kept, marked leased
+        until the server's clock passes now + lease, and claims raise
+        :class:`~socketio_delivery.errors.SessionBusyError` until then::
+
+            record = await store.claim_session(sid_key, lease=5)  # a crash loses nothing
+            ...
+            await store.save_session(sid_key, new_record, ttl)  # ends the lease
+        """
         check_key(key)
-        value = await self._call("claim_session", "getdel", self._key("session", key))
-        return None if value is None else json.loads(_s(value))
+        # inf (or any lease past ~30,000 years) is capped: it must stay a finite number of ms.
+        ms = 0 if lease is None else max(1, round(min(check_ttl(lease, "lease"), 1e12) * 1000))
+        reply = await self._eval(_scripts.CLAIM, (self._key("session", key),), [ms], "claim_session")
+        if reply is None:
+            return None
+        if _s(reply[0]) == "busy":
+            raise SessionBusyError("the session is being recovered by another connection")
+        record: dict[str, Any] = json.loads(_s(reply[1]))
+        return record
 
     # -- idempotency keys ---------------------------------------------------------------------
     async def reserve_key(self, key: str, lease: float) -> Reservation:
