@@ -6,6 +6,7 @@ connect and refreshed), so nothing depends on A saving them as it goes down.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -57,3 +58,43 @@ async def test_clients_of_a_killed_node_recover_on_the_others(
         assert (me["sid"], me["rooms"], me["session"]) == (first[0], [room], {"user": client.name})
         if isinstance(client, JsClient):
             assert client.offsets() == [offset for offset, _ in log]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["py", pytest.param("js", marks=pytest.mark.node)])
+async def test_a_node_killed_between_claiming_a_session_and_saving_it_back_loses_nothing(
+    cluster: Cluster, lb: Balancer, clients: Clients, room: str, kind: str
+) -> None:
+    """The claim is a lease, not a delete: the session comes back when the lease runs out."""
+    if cluster.kind == "mongodb" and kind == "js":
+        pytest.skip("the JS client runs this on Redis (time budget)")
+    client = await clients(kind, f"{kind}-stalled")
+    entry = await lb.entry(client.name, pin="A")
+    await client.connect(entry.url, rooms=[room], data={"user": client.name})
+    assert client.pid is not None
+    await cluster.control("B", "wait_saved", pid=client.pid)
+    await cluster.emit("B", range(3), room=room)
+    await until(lambda: client.ticks() == [0, 1, 2], "live ticks 0..2 via A")
+    sid = client.connects()[0][0]
+
+    await cluster.control("A", "stall_claims")
+    await cluster.control("A", "drop", sid=sid)  # the reconnect goes to A again and hangs there
+    for _ in range(500):
+        if (await cluster.control("A", "stall_claims"))["stalled"]:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("the reconnect never reached A's claim")
+    await cluster.emit("B", range(3, 6), room=room)  # missed while A holds the claim
+    entry.pin = None
+    cluster.kill("A")
+
+    await until(lambda: client.connected and len(client.connects()) == 2, "back on B or C", timeout=60)
+    await cluster.emit("C", [6], room=room)
+    await until(lambda: len(client.ticks()) >= 7, "every tick")
+    assert lb.current_node(entry) in ("B", "C")
+    assert client.connects() == [(sid, False), (sid, True)]
+    assert client.resyncs() == []
+    assert client.ticks() == list(range(7))
+    me = await client.call("whoami")
+    assert (me["sid"], me["rooms"], me["session"]) == (sid, [room], {"user": client.name})

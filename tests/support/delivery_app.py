@@ -46,6 +46,8 @@ The app, on the namespaces ``/`` and ``/other``:
   connected, rooms, session, recovered, recovery_failed), ``connects``, ``disconnects``,
   ``runs``, ``work_log``, ``release`` (``gate``),
   ``wait_saved`` (``pid``: waits until the store holds that session, returns its record),
+  ``stall_claims`` (from then on a recovering connect hangs right after claiming its session;
+  returns how many hang),
   ``trim`` (runs the store's retention now).
 
 Drop = the Engine.IO transport closes without any Engine.IO or Socket.IO goodbye: for a
@@ -170,6 +172,24 @@ class TestApp:
             await asyncio.sleep(0.02)
         raise TimeoutError(f"no session saved for pid {pid!r} on {namespace}")
 
+    def stall_claims(self) -> int:
+        """From now on a connect that claims a session hangs right after the claim (before
+        saving it back), like a process that dies there; returns how many hang already."""
+        store = self.require_delivery().store
+        if not hasattr(self, "_stalled"):
+            self._stalled: list[str] = []
+            claim = store.claim_session
+
+            async def stalled_claim(key: str, *, lease: float | None = None) -> Any:
+                record = await claim(key, lease=lease)
+                if record is not None and lease is not None:
+                    self._stalled.append(key)
+                    await asyncio.Event().wait()
+                return record
+
+            store.claim_session = stalled_claim  # type: ignore[method-assign]
+        return len(self._stalled)
+
     # ---- control ops
 
     async def control(self, spec: dict[str, Any], caller: str | None = None) -> Any:
@@ -248,6 +268,8 @@ class TestApp:
         if op == "release":
             self.gate(spec["gate"]).set()
             return {"released": spec["gate"]}
+        if op == "stall_claims":
+            return {"stalled": self.stall_claims()}
         raise ValueError(f"unknown control op {op!r}")
 
     # ---- handlers
