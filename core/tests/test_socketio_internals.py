@@ -32,6 +32,7 @@ def test_private_methods_have_the_signatures_the_hooks_replace() -> None:
     assert _params(server._handle_connect) == ["self", "eio_sid", "namespace", "data"]
     assert _params(server._trigger_event) == ["self", "event", "namespace", "args"]
     assert _params(server._send_packet) == ["self", "eio_sid", "pkt"]
+    assert _params(server._send_eio_packet) == ["self", "eio_sid", "eio_pkt"]
     assert socketio.AsyncServer(async_mode="asgi").always_connect is False
     assert _params(AsyncManager.emit)[:7] == [
         "self",

@@ -16,13 +16,13 @@ Public extension points are used where they exist: the manager's ``emit``,
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from importlib import metadata
 from typing import Any
 
 import socketio
+from engineio import packet as eio_packet
 from socketio import packet as sio_packet
-from socketio.async_manager import AsyncManager
 
 from .errors import ConfigurationError
 
@@ -164,19 +164,35 @@ async def send_event(sio: socketio.AsyncServer, eio_sid: str, namespace: str, ar
 
 
 async def local_emit(
-    manager: AsyncManager,
+    sio: socketio.AsyncServer,
     event: str,
     args: list[Any],
     namespace: str,
     room: str | list[str] | None,
-    skip_sid: list[str],
-) -> None:
-    """Deliver to the clients connected to THIS process only (no message queue), like Node's local emit.
+    skip_sid: Collection[str],
+) -> list[str]:
+    """Deliver to the clients connected to THIS process only (no message queue); the sids reached.
 
-    ``AsyncManager.emit`` is the plain in-process fan-out; multi-node managers override
-    ``emit`` to publish, and call this same base method for their local delivery.
+    What ``AsyncManager.emit`` does for its local fan-out (encode once, send the same
+    Engine.IO packet to each participant), without a task per recipient: sending queues
+    the packet on the socket's unbounded queue, so awaiting each send in turn costs far
+    less than creating and awaiting one task each.
     """
-    await AsyncManager.emit(manager, event, tuple(args), namespace, room=room, skip_sid=skip_sid)
+    manager = sio.manager
+    if namespace not in manager.rooms:
+        return []
+    encoded = sio.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args]).encode()
+    packets = [
+        eio_packet.Packet(eio_packet.MESSAGE, p)
+        for p in (encoded if isinstance(encoded, list) else [encoded])
+    ]
+    reached = [
+        (sid, eio_sid) for sid, eio_sid in manager.get_participants(namespace, room) if sid not in skip_sid
+    ]
+    for _, eio_sid in reached:
+        for pkt in packets:
+            await sio._send_eio_packet(eio_sid, pkt)
+    return [sid for sid, _ in reached]
 
 
 async def drop_transport(sio: socketio.AsyncServer, eio_sid: str) -> bool:

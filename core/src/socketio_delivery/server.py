@@ -326,19 +326,15 @@ class Delivery:
         return [data["e"], *args, event.offset]
 
     def _deliverer(self, namespace: str) -> Callable[[Event, list[str]], Awaitable[None]]:
-        manager = self.sio.manager
         sent = self._sent.setdefault(namespace, {})
 
         async def deliver(event: Event, held: list[str]) -> None:
             name, *args = self._packet(event)
             rooms = event.rooms
             room = None if not rooms else rooms[0] if len(rooms) == 1 else list(rooms)
-            skip = [*event.exclude, *held] if held else list(event.exclude)
-            skipped = set(skip)
-            for sid, _ in manager.get_participants(namespace, room):
-                if sid not in skipped:
-                    sent[sid] = event.offset
-            await internals.local_emit(manager, name, args, namespace, room, skip)
+            skip = {*event.exclude, *held} if held else set(event.exclude)
+            for sid in await internals.local_emit(self.sio, name, args, namespace, room, skip):
+                sent[sid] = event.offset
 
         return deliver
 
