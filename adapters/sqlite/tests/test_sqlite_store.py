@@ -1,11 +1,14 @@
-"""SQLite-specific behaviour: URLs, group commit, indexes, locking and broken files, retention."""
+"""SQLite-specific behaviour: URLs, group commit, indexes, locking and broken files, retention,
+session leases and files of the previous version."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,7 @@ from socketio_delivery import Capability, open_store
 from socketio_delivery.errors import (
     ConfigurationError,
     OffsetUnavailableError,
+    SessionBusyError,
     StoreError,
     StoreUnavailableError,
 )
@@ -114,6 +118,14 @@ async def test_file_uses_wal_and_the_tables_it_documents(opener: Opener, tmp_pat
         "sio_keys",
         "sio_keys_by_expiry",
     }
+
+
+async def test_stores_opening_one_new_file_at_once_all_open(opener: Opener, tmp_path: Path) -> None:
+    # switching a new file to WAL takes an exclusive lock SQLite does not wait for: retried
+    for n in range(20):
+        stores = [opener(tmp_path / f"new-{n}.db") for _ in range(3)]
+        await asyncio.gather(*(store.open() for store in stores))
+        assert len({store.epoch for store in stores}) == 1
 
 
 # -- group commit -------------------------------------------------------------------------------
@@ -344,3 +356,100 @@ async def test_expired_sessions_and_keys_are_swept(opener: Opener, tmp_path: Pat
     with sqlite3.connect(path) as raw:
         assert [r[0] for r in raw.execute("SELECT key FROM sio_sessions")] == ["kept"]
         assert [r[0] for r in raw.execute("SELECT key FROM sio_keys")] == ["kept"]
+
+
+# -- session leases and files of the previous version ---------------------------------------------
+#: ``sio_sessions`` as the first release created it, before ``leased_until``.
+_V1_SESSIONS = """
+CREATE TABLE sio_sessions (
+    key TEXT PRIMARY KEY,
+    record TEXT NOT NULL,
+    expires REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def _make_v1_file(path: Path, sessions: dict[str, Any]) -> None:
+    with sqlite3.connect(path) as raw:
+        raw.execute("PRAGMA journal_mode = WAL")  # as the previous version left its files
+        raw.executescript(_V1_SESSIONS)
+        raw.executescript(_sql.SCHEMA)  # the other tables: unchanged since the first release
+        raw.executemany(
+            "INSERT INTO sio_sessions (key, record, expires) VALUES (?, ?, ?)",
+            [(key, json.dumps(record), time.time() + 600) for key, record in sessions.items()],
+        )
+    raw.close()
+
+
+def _columns(path: Path, table: str) -> list[str]:
+    with sqlite3.connect(path) as raw:
+        columns = [row[1] for row in raw.execute(f"PRAGMA table_info({table})")]
+    raw.close()
+    return columns
+
+
+async def test_file_of_the_previous_version_gains_leases_on_open(opener: Opener, tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    _make_v1_file(path, {"a": {"n": 1}, "b": {"n": 2}})
+    first, second = opener(path), opener(path)
+    await asyncio.gather(first.open(), second.open())  # two connections migrate at once
+    assert _columns(path, "sio_sessions") == ["key", "record", "expires", "leased_until"]
+    assert first.epoch == second.epoch
+    assert await first.claim_session("a", lease=60) == {"n": 1}
+    with pytest.raises(SessionBusyError):
+        await second.claim_session("a")
+    assert await second.claim_session("b") == {"n": 2}
+    await first.close()
+    await first.open()  # opening a migrated file again changes nothing
+    assert _columns(path, "sio_sessions") == ["key", "record", "expires", "leased_until"]
+    with pytest.raises(SessionBusyError):
+        await first.claim_session("a", lease=60)  # the lease survived the reopen
+    await second.save_session("a", {"n": 3}, 60)
+    assert await first.claim_session("a") == {"n": 3}
+
+
+async def test_processes_racing_to_migrate_an_old_file_then_to_lease_have_one_winner(
+    opener: Opener, tmp_path: Path
+) -> None:
+    path = tmp_path / "v1-race.db"
+    keys = [f"k{i}" for i in range(10)]
+    _make_v1_file(path, {key: {"key": key} for key in keys})
+    results = await run_workers(
+        f"sqlite:///{path}", {}, [{"op": "claim", "keys": keys, "lease": 60}] * 4, timeout=120
+    )
+    for n, key in enumerate(keys):
+        assert sorted(map(str, (per_worker[n] for per_worker in results))) == sorted(
+            map(str, [{"key": key}, "busy", "busy", "busy"])
+        ), key
+    assert _columns(path, "sio_sessions") == ["key", "record", "expires", "leased_until"]
+
+
+async def test_claims_of_one_key_in_one_batch_leave_one_winner(opener: Opener) -> None:
+    store = opener()
+    await store.open()
+    await store.save_session("k", {"v": 1}, 60)
+    commits = store.commits
+
+    async def claim(lease: float | None) -> Any:
+        try:
+            return await store.claim_session("k", lease=lease)
+        except SessionBusyError:
+            return "busy"
+
+    got = await asyncio.gather(claim(60), claim(None), claim(60), store.persist("s", 1))
+    assert store.commits == commits + 1  # one transaction, and a busy claim did not fail it
+    assert got[:3] == [{"v": 1}, "busy", "busy"]
+    assert got[3].data == 1
+
+
+async def test_a_column_another_process_added_first_counts_as_migrated(
+    opener: Opener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "raced.db"
+    await opener(path).open()  # leased_until exists; the look-up below is for a column that does not
+    alter = "ALTER TABLE sio_sessions ADD COLUMN leased_until REAL NOT NULL DEFAULT 0"
+    monkeypatch.setattr(_sql, "MIGRATIONS", (("sio_sessions", "not_there", alter),))
+    store = opener(path)
+    await store.open()  # the ALTER fails with "duplicate column name": as if a racer won
+    await store.save_session("k", {"v": 1}, 60)
+    assert await store.claim_session("k") == {"v": 1}

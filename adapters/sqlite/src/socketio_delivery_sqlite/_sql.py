@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
-__all__ = ["ROOM_BRANCHES", "SCHEMA", "SCHEMA_VERSION", "fetch_sql", "upsert_streams_sql"]
+__all__ = [
+    "CLAIM_SESSION",
+    "LEASE_SESSION",
+    "MIGRATIONS",
+    "ROOM_BRANCHES",
+    "SCHEMA",
+    "SCHEMA_VERSION",
+    "SESSION_LEASED",
+    "fetch_sql",
+    "upsert_streams_sql",
+]
 
+#: Bumped only for changes older code cannot read; additive changes are :data:`MIGRATIONS`.
 SCHEMA_VERSION = "1"
 
 #: Created in one ``BEGIN IMMEDIATE`` transaction at open (several processes may race here).
@@ -42,7 +53,8 @@ CREATE TABLE IF NOT EXISTS sio_event_rooms (
 CREATE TABLE IF NOT EXISTS sio_sessions (
     key TEXT PRIMARY KEY,
     record TEXT NOT NULL,
-    expires REAL NOT NULL
+    expires REAL NOT NULL,
+    leased_until REAL NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sio_sessions_by_expiry ON sio_sessions (expires);
 CREATE TABLE IF NOT EXISTS sio_keys (
@@ -54,6 +66,35 @@ CREATE TABLE IF NOT EXISTS sio_keys (
 CREATE INDEX IF NOT EXISTS sio_keys_by_expiry ON sio_keys (expires);
 COMMIT;
 """
+
+#: Columns added after files were first created: ``(table, column, ALTER TABLE statement)``.
+#: :data:`SCHEMA` creates new files with them; a file from an earlier version gets each
+#: missing one at open, in its own ``BEGIN IMMEDIATE`` transaction (idempotent: the column
+#: is looked up first, and "duplicate column name" from a process that raced us is success).
+#: Defaults keep old rows meaning what they meant (``leased_until = 0``: not leased), and
+#: code of the previous version still reads and writes the file (it ignores leases).
+MIGRATIONS: tuple[tuple[str, str, str], ...] = (
+    (
+        "sio_sessions",
+        "leased_until",
+        "ALTER TABLE sio_sessions ADD COLUMN leased_until REAL NOT NULL DEFAULT 0",
+    ),
+)
+
+#: ``claim_session(key)``: delete the record unless a live lease holds it (an expired one
+#: is deleted too, and reported absent). Parameters: ``:key``, ``:now``.
+CLAIM_SESSION = (
+    "DELETE FROM sio_sessions WHERE key = :key AND (leased_until <= :now OR expires <= :now) "
+    "RETURNING record, expires"
+)
+#: ``claim_session(key, lease=...)``: lease a live, unleased record until ``:until``.
+LEASE_SESSION = (
+    "UPDATE sio_sessions SET leased_until = :until "
+    "WHERE key = :key AND expires > :now AND leased_until <= :now RETURNING record, expires"
+)
+#: After a claim that took nothing, in the same transaction: a live record left under
+#: ``:key`` is leased by another claim (busy); none means absent or expired.
+SESSION_LEASED = "SELECT 1 FROM sio_sessions WHERE key = :key AND expires > :now"
 
 INSERT_EVENT = "INSERT INTO sio_events (sid, seq, ts, data, rooms, exclude) VALUES (?, ?, ?, ?, ?, ?)"
 INSERT_EVENT_ROOM = "INSERT OR IGNORE INTO sio_event_rooms (sid, room, seq) VALUES (?, ?, ?)"

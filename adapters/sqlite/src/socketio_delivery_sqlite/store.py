@@ -39,6 +39,7 @@ from socketio_delivery.errors import (
     InvalidArgumentError,
     InvalidOffsetError,
     OffsetUnavailableError,
+    SessionBusyError,
     StoreError,
     StoreUnavailableError,
 )
@@ -70,6 +71,8 @@ _OFFSET = re.compile(r"([0-9a-f]{8})-([0-9a-f]{16})")
 _SYNCHRONOUS = ("off", "normal", "full", "extra")
 #: Expired sessions/keys deleted per sweep transaction.
 _SWEEP_CHUNK = 5000
+#: What a claim's write transaction answers when a lease holds the session.
+_BUSY = object()
 
 
 @dataclass(frozen=True)
@@ -157,6 +160,51 @@ def _store_error(exc: BaseException, doing: str) -> StoreError:
     return error
 
 
+async def _use_wal(conn: aiosqlite.Connection, timeout: float) -> str:
+    """``PRAGMA journal_mode = WAL``, retried for up to ``timeout`` seconds while "locked".
+
+    Switching a file to WAL needs an exclusive lock and SQLite does not wait for it
+    (no busy handler), so processes opening a new file at once would fail at random.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            rows = await conn.execute_fetchall("PRAGMA journal_mode = WAL")
+            return str(next(iter(rows))[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    """Add the columns of :data:`_sql.MIGRATIONS` a file from an earlier version lacks.
+
+    Idempotent and safe when several processes open an old file at once: the column is
+    looked up first, added in its own ``BEGIN IMMEDIATE`` transaction, and a "duplicate
+    column name" error (another process added it after our look-up) counts as done.
+    """
+    for table, column, alter in _sql.MIGRATIONS:
+        rows = await conn.execute_fetchall(f"PRAGMA table_info({table})")
+        if any(row[1] == column for row in rows):
+            continue
+        try:
+            await conn.execute("BEGIN IMMEDIATE")
+            await conn.execute(alter)
+            await conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+            if "duplicate column name" not in str(exc).lower():
+                raise
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.execute("ROLLBACK")
+            raise
+
+
 async def _connect(database: str) -> aiosqlite.Connection:
     """``aiosqlite.connect``; on failure, wait for its worker thread to stop (it answers the loop)."""
     pending = aiosqlite.connect(database, isolation_level=None)
@@ -231,7 +279,7 @@ class SQLiteEventStore:
                 conn = await _connect(self.database)
                 await conn.execute(f"PRAGMA busy_timeout = {int(self.options.busy_timeout * 1000)}")
                 if not self.in_memory:
-                    (mode,) = next(iter(await conn.execute_fetchall("PRAGMA journal_mode = WAL")))
+                    mode = await _use_wal(conn, self.options.busy_timeout)
                     if str(mode).lower() != "wal":
                         log.warning("%s: journal_mode is %s, not wal", self.database, mode)
                 await conn.execute(f"PRAGMA synchronous = {self.options.synchronous.upper()}")
@@ -241,6 +289,7 @@ class SQLiteEventStore:
                     with contextlib.suppress(Exception):
                         await conn.execute("ROLLBACK")
                     raise
+                await _migrate(conn)
                 rows = await conn.execute_fetchall("SELECT key, value FROM sio_meta")
                 meta: dict[str, str] = {str(k): str(v) for k, v in rows}
             except BaseException as exc:
@@ -600,6 +649,7 @@ class SQLiteEventStore:
 
     # -- sessions -------------------------------------------------------------------------
     async def save_session(self, key: str, record: Mapping[str, Any], ttl: float) -> None:
+        """Upsert the record; this also ends any lease on ``key`` (``leased_until = 0``)."""
         check_key(key)
         seconds = check_ttl(ttl)
         if not isinstance(record, Mapping):
@@ -609,25 +659,50 @@ class SQLiteEventStore:
         async def run(now: float) -> None:
             assert self._conn is not None
             await self._conn.execute(
-                "INSERT INTO sio_sessions (key, record, expires) VALUES (?, ?, ?) ON CONFLICT (key) "
-                "DO UPDATE SET record = excluded.record, expires = excluded.expires",
+                "INSERT INTO sio_sessions (key, record, expires, leased_until) VALUES (?, ?, ?, 0) "
+                "ON CONFLICT (key) DO UPDATE SET record = excluded.record, "
+                "expires = excluded.expires, leased_until = 0",
                 (key, text, now + seconds),
             )
 
         await self._call(run)
 
-    async def claim_session(self, key: str) -> dict[str, Any] | None:
-        check_key(key)
+    async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:
+        """Take the session under ``key``: delete it, or with ``lease`` hide it for that long.
 
-        async def run(now: float) -> str | None:
-            assert self._conn is not None
-            rows = await self._conn.execute_fetchall(
-                "DELETE FROM sio_sessions WHERE key = ? RETURNING record, expires", (key,)
-            )
+        One write statement (``DELETE``/``UPDATE ... RETURNING``, skipping a leased
+        record) in the group-commit transaction, which holds SQLite's write lock, so of
+        concurrent claims in any process exactly one takes the record. A claim that took
+        nothing looks, in that same transaction, for a live record left behind: that one
+        is leased, and the claim raises :class:`~socketio_delivery.errors.SessionBusyError`.
+
+        ::
+
+            record = await store.claim_session(key, lease=10)  # hidden for 10 s
+            ...  # restore the connection; a crash here loses nothing
+            await store.save_session(key, new_record, ttl)  # replaces it, ends the lease
+        """
+        check_key(key)
+        seconds = None if lease is None else check_ttl(lease, "lease")
+
+        async def run(now: float) -> object:
+            conn = self._conn
+            assert conn is not None
+            params: dict[str, Any] = {"key": key, "now": now}
+            if seconds is None:
+                rows = await conn.execute_fetchall(_sql.CLAIM_SESSION, params)
+            else:
+                rows = await conn.execute_fetchall(_sql.LEASE_SESSION, {**params, "until": now + seconds})
             row = next(iter(rows), None)
-            return None if row is None or row[1] <= now else str(row[0])
+            if row is not None:
+                return None if row[1] <= now else str(row[0])  # an expired one was deleted
+            if list(await conn.execute_fetchall(_sql.SESSION_LEASED, params)):
+                return _BUSY  # answered, not raised: raising here would fail the whole batch
+            return None
 
         text = await self._call(run)
+        if text is _BUSY:
+            raise SessionBusyError(f"session {key!r} is being recovered by another connection")
         return None if text is None else json.loads(text)
 
     # -- idempotency keys ---------------------------------------------------------------------
