@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -609,3 +610,26 @@ async def test_a_first_connect_whose_transport_dies_before_the_reply_fails_at_on
     assert client not in socketio.base_client.reconnecting_clients  # no reconnection loop behind it
     await client.connect(app.url, transports=["websocket"])  # the client is usable again
     assert await client.emit("whoami") is not None
+
+
+async def test_a_client_that_gave_up_reconnecting_reconnects_again_after_a_new_connect(
+    app: App, make_client: ClientFactory
+) -> None:
+    """python-socketio keeps its finished reconnection task and would never reconnect again."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    target = [app.url]
+    client = make_client(reconnection_attempts=1)
+    await client.connect(lambda: target[0])
+    target[0] = nowhere
+    await drop(client)
+    await until(lambda: not client.connected and client._reconnect_task.done(), "the client giving up")
+
+    target[0] = app.url
+    await client.connect(lambda: target[0])
+    sid = client.get_sid()
+    await drop(client)
+    await until(lambda: client.connected and len(app.connects) == 3, "the reconnect after the drop")
+    assert client.get_sid() == sid
+    assert app.connects[-1]["recovered"] is True

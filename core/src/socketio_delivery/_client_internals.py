@@ -11,7 +11,8 @@
 - a transport that closes while :meth:`socketio.AsyncClient.connect` waits for the CONNECT replies
   is not noticed: ``connect()`` waits its whole ``wait_timeout`` when the replies never came, and,
   when they came just before the close, marks the dead connection connected while the reconnection
-  loop, still running, starts no new attempt (a client that says "connected" and never reconnects).
+  loop, still running, starts no new attempt (a client that says "connected" and never reconnects);
+- a reconnection loop that gave up stays recorded, so no later drop starts a new one.
 
 :class:`HookedAsyncClient` overrides exactly five private methods and turns them into small
 methods of its own (``_delivery_*``) that :class:`~socketio_delivery.client.DeliveryClient`
@@ -57,6 +58,7 @@ CLIENT_ATTRIBUTES = (
     "connection_namespaces",
     "reconnection",
     "_connect_event",
+    "_reconnect_task",
     "eio",
 )
 
@@ -140,6 +142,7 @@ class HookedAsyncClient(socketio.AsyncClient):  # type: ignore[misc,unused-ignor
     failed_namespaces: list[str]
     connection_namespaces: list[str] | None
     reconnection: bool
+    _reconnect_task: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -200,6 +203,16 @@ class HookedAsyncClient(socketio.AsyncClient):  # type: ignore[misc,unused-ignor
     async def _socketio_handle_event(self, namespace: str, ack_id: int | None, data: list[Any]) -> None:
         """Let python-socketio run the event's handler (and send its ack when ``ack_id`` is set)."""
         await super()._handle_event(namespace, ack_id, data)
+
+    def _socketio_forget_finished_reconnect(self) -> None:
+        """Drop python-socketio's reconnection task once it ended (it gave up or was aborted).
+
+        python-socketio keeps it set, and starts a new one on a later drop only when none is
+        set: a client that gave up once would never reconnect again after a new ``connect()``.
+        """
+        task = self._reconnect_task
+        if task is not None and task.done():
+            self._reconnect_task = None
 
     def _socketio_transport_connected(self) -> bool:
         """Whether the Engine.IO transport is up."""

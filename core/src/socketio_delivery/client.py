@@ -251,6 +251,7 @@ class DeliveryClient(HookedAsyncClient):
             # the missed events) can take longer, and giving up on it would abandon the session.
             wait_timeout = self.connect_timeout
         if first:
+            self._socketio_forget_finished_reconnect()
             self._active = True
             for ns in self._namespaces.values():
                 ns.closed = False
