@@ -275,6 +275,49 @@ def store_list(text: str) -> list[str]:
     return list(ALL_STORES) if names == ["all"] else names
 
 
+# -- smaller sizes for a slow store ------------------------------------------------------------
+
+SCALE_HELP = (
+    "STORE=FACTOR,...: that store's sizes times FACTOR, noted in the table "
+    "(bench/run.py gives the slowest store, SecantusDB, a fraction; --big runs every store at full size)"
+)
+
+
+def store_scales(text: str) -> dict[str, float]:
+    """``"mongodb=0.1,redis=0.5"`` -> ``{"mongodb": 0.1, "redis": 0.5}`` (the ``--scale`` option).
+
+    A slow store measured on smaller sizes keeps a quick run quick without time limits
+    cutting its cells short: ``scaled(5000, scales.get("mongodb", 1.0))`` -> 500.
+    """
+    scales: dict[str, float] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, factor = item.partition("=")
+        if not sep or name.strip() not in ALL_STORES:
+            raise SystemExit(
+                f"--scale wants STORE=FACTOR with STORE one of {', '.join(ALL_STORES)}: {item!r}"
+            )
+        value = float(factor)
+        if not 0 < value <= 1:
+            raise SystemExit(f"--scale factors are in (0, 1]: {item!r}")
+        scales[name.strip()] = value
+    return scales
+
+
+def scaled(n: int, factor: float) -> int:
+    """``n`` times ``factor``, rounded, at least 1 (0 stays 0)."""
+    return 0 if n <= 0 else max(1, round(n * factor))
+
+
+def scale_note(name: str, factor: float, sizes: str) -> str:
+    """The table note of a store measured on scaled sizes."""
+    return (
+        f"{name}: smaller sizes in this run ({sizes}; --scale {name}={factor:g}); "
+        "bench/run.py --big measures it at full size"
+    )
+
+
 # -- memory ------------------------------------------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """End-to-end emit throughput over real WebSockets: plain python-socketio vs Delivery on each store.
 
     .venv/bin/python bench/e2e.py [--events 500] [--clients 1,10,100] [--stores all] [--node]
+                                  [--scale mongodb=0.2]
 
 Each target is a server in its own process (uvicorn, python-socketio 5; ``--node`` adds
 the Node socket.io 4.8 peer with connectionStateRecovery). The clients (python-socketio
@@ -18,7 +19,8 @@ ev/s x clients; vs plain = ev/s against plain python-socketio with the same clie
 run; server CPU s / client CPU s = CPU seconds the server process / this (client) process
 used for the measured events; CPU vs plain = server CPU against plain's. On 2 cores the one
 client process is the bottleneck at 100 clients (its CPU ~ the elapsed time): there the
-server's CPU is the cost to compare. Asserts nothing.
+server's CPU is the cost to compare. ``--scale STORE=F``: that store's runs emit F times
+``--events`` (noted; its CPU columns are still per ``--events`` events). Asserts nothing.
 """
 
 from __future__ import annotations
@@ -28,12 +30,23 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psutil
-from _common import Stores, run_main, skipped_notes, store_list, table
+from _common import (
+    SCALE_HELP,
+    Stores,
+    run_main,
+    scale_note,
+    scaled,
+    skipped_notes,
+    store_list,
+    store_scales,
+    table,
+)
 from _sio import Client, Target, blast, close_all, connect_clients, control
 
 
@@ -60,9 +73,15 @@ CELL_SECONDS = 20.0
 
 
 async def _one_run(
-    target: Target, ctl: Client, clients: list[Client], events: int, emitters: int, publish: bool
+    target: Target,
+    ctl: Client,
+    clients: list[Client],
+    events: int,
+    emitters: int,
+    publish: bool,
+    cpu_per: int,
 ) -> tuple[float, float, float, int]:
-    """(events/s, server CPU s, client CPU s, events sent) of one blast."""
+    """(events/s, server CPU s, client CPU s, events sent) of one blast; CPU scaled to ``cpu_per`` events."""
     me = psutil.Process()
     server_cpu, client_cpu = target.cpu_seconds(), sum(me.cpu_times()[:2])
     seconds, _, sent = await blast(
@@ -70,7 +89,7 @@ async def _one_run(
     )
     server_cpu = target.cpu_seconds() - server_cpu
     client_cpu = sum(me.cpu_times()[:2]) - client_cpu
-    return sent / seconds, server_cpu * events / sent, client_cpu * events / sent, sent
+    return sent / seconds, server_cpu * cpu_per / sent, client_cpu * cpu_per / sent, sent
 
 
 async def measure(
@@ -80,13 +99,17 @@ async def measure(
     emitters: int,
     publish: bool = False,
     repeat: int = 3,
+    sizes: Mapping[str, int] | None = None,
 ) -> list[tuple[str, list[list[object]]]]:
     """Rows per target, one per client count: [clients, ev/s, deliveries/s, server CPU s, client CPU s, note].
 
     Every target runs at once; for each client count, every target gets its clients, then
     the runs go round the targets ``repeat`` times (so load on the machine hits them alike)
-    and each cell is the median. A cell that fails gets its error as the note.
+    and each cell is the median. A cell that fails gets its error as the note. ``sizes``:
+    events per run of some targets (by label) instead of ``events``; their CPU columns are
+    still per ``events`` events.
     """
+    sizes = sizes or {}
     rows: dict[str, list[list[object]]] = {t.label: [] for t in found}
     with contextlib.ExitStack() as stack:
         for target in found:
@@ -99,7 +122,7 @@ async def measure(
             try:
                 for target in found:
                     clients[target.label] = await connect_clients(target.url, count)
-                    warm = min(50, events)
+                    warm = min(50, sizes.get(target.label, events))
                     await blast(
                         ctls[target.label],
                         clients[target.label],
@@ -114,7 +137,13 @@ async def measure(
                             continue
                         try:
                             run = await _one_run(
-                                target, ctls[target.label], clients[target.label], events, emitters, publish
+                                target,
+                                ctls[target.label],
+                                clients[target.label],
+                                sizes.get(target.label, events),
+                                emitters,
+                                publish,
+                                cpu_per=events,
                             )
                             runs[target.label].append(run)
                         except Exception as exc:
@@ -131,7 +160,8 @@ async def measure(
                     rows[target.label].append(_failed(count, failed[target.label]))
                     continue
                 rate, server_cpu, client_cpu, sent = sorted(runs[target.label])[len(runs[target.label]) // 2]
-                note = "" if sent == events else f"time limit: {sent} of {events} events sent"
+                n = sizes.get(target.label, events)
+                note = "" if sent == n else f"time limit: {sent} of {n} events sent"
                 rows[target.label].append([count, rate, rate * count, server_cpu, client_cpu, note])
         for ctl in ctls.values():
             await ctl.disconnect()
@@ -189,7 +219,9 @@ async def main() -> None:
     parser.add_argument("--stores", default="all", help="comma-separated: memory,sqlite,redis,mongodb")
     parser.add_argument("--node", action="store_true", help="add the Node socket.io 4.8 peer")
     parser.add_argument("--publish", action="store_true", help="Delivery rows use delivery.publish")
+    parser.add_argument("--scale", default="", help=SCALE_HELP)
     args = parser.parse_args()
+    scales = store_scales(args.scale)
     global CELL_SECONDS
     CELL_SECONDS = args.seconds
     counts = [int(x) for x in args.clients.split(",")]
@@ -197,7 +229,12 @@ async def main() -> None:
     start = time.perf_counter()
     async with Stores(store_list(args.stores)) as stores:
         found = targets(stores, notes, node=args.node)
-        results = await measure(found, counts, args.events, args.emitters, args.publish)
+        sizes: dict[str, int] = {}
+        for name in stores.working:
+            if name in scales:
+                sizes[f"Delivery + {name}"] = n = scaled(args.events, scales[name])
+                notes.append(scale_note(name, scales[name], f"{n:,} events per run, CPU per {args.events:,}"))
+        results = await measure(found, counts, args.events, args.emitters, args.publish, sizes=sizes)
     print_table(results, args.events, args.emitters, [*notes, f"({time.perf_counter() - start:.0f} s)"])
 
 

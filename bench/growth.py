@@ -15,7 +15,8 @@ Measured on the store API (what Delivery calls), per store, each cell on a new s
   the store's default): seconds and ev/s.
 
 A fill or a replay that takes more than ``--fill-seconds`` stops early: the tables show
-the counts reached. Asserts nothing.
+the counts reached. ``--scale STORE=F``: that store gets F times the lengths, ``--room-events``
+and the missed counts (noted). Asserts nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +30,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PAYLOAD, Stores, close_store, run_main, skipped_notes, store_list, table
+from _common import (
+    PAYLOAD,
+    SCALE_HELP,
+    Stores,
+    close_store,
+    run_main,
+    scale_note,
+    scaled,
+    skipped_notes,
+    store_list,
+    store_scales,
+    table,
+)
 from socketio_delivery import EventStore, open_store
 from socketio_delivery.store import DEFAULT_PAGE_SIZE
 
@@ -134,21 +147,36 @@ async def main() -> None:
         "--fill-seconds", type=float, default=60.0, help="time limit of one fill or replay (60)"
     )
     parser.add_argument("--stores", default="all", help="comma-separated: memory,sqlite,redis,mongodb")
+    parser.add_argument(
+        "--scale", default="", help=SCALE_HELP + "; scales --lengths, --room-events and --missed"
+    )
     args = parser.parse_args()
     global FILL_SECONDS
     FILL_SECONDS = args.fill_seconds
+    scales = store_scales(args.scale)
     length_rows: list[list[object]] = []
     room_rows: list[list[object]] = []
     missed_rows: list[list[object]] = []
+    notes: list[str] = []
     async with Stores(store_list(args.stores)) as stores:
         for name in stores.working:
-            for length in ints(args.lengths):
+            factor = scales.get(name, 1.0)
+            lengths = [scaled(n, factor) for n in ints(args.lengths)]
+            room_events = scaled(args.room_events, factor)
+            missed_counts = [scaled(n, factor) for n in ints(args.missed)]
+            if name in scales:
+                sizes = (
+                    f"lengths {', '.join(f'{n:,}' for n in lengths)}; {room_events:,} events over the "
+                    f"rooms; {', '.join(f'{n:,}' for n in missed_counts)} missed"
+                )
+                notes.append(scale_note(name, factor, sizes))
+            for length in lengths:
                 length_rows.append(await by_length(stores, name, length))
             for rooms in ints(args.rooms):
-                room_rows.append(await by_rooms(stores, name, rooms, args.room_events))
-            for missed in ints(args.missed):
+                room_rows.append(await by_rooms(stores, name, rooms, room_events))
+            for missed in missed_counts:
                 missed_rows.append(await by_missed(stores, name, missed))
-        notes = skipped_notes(stores)
+        notes += skipped_notes(stores)
     table(
         "Growth with stream length (2,000 events persisted by 16 emitters, then replayed)",
         ["store", "events already in stream", "persist ev/s", "replay ev/s"],

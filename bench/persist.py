@@ -1,6 +1,7 @@
 """Persist throughput per store, next to the raw driver doing the same writes its best way.
 
     .venv/bin/python bench/persist.py [--events 5000] [--emitters 1,16,256] [--stores all]
+                                      [--scale mongodb=0.2]
 
 For each store and each number E of concurrent emitters, E asyncio tasks each await
 ``store.persist(...)`` in a loop (so concurrent persists can share round trips: group
@@ -14,7 +15,8 @@ writes the same number of events in one go:
 * mongodb: pymongo's async client, one ordered ``insert_many`` (unique index on stream + seq).
 
 Every number is the best of ``--repeat`` runs (raw and store runs interleaved, so a burst of
-load on the machine hits both). The ratio column is store / raw. Prints a table; asserts nothing.
+load on the machine hits both). The ratio column is store / raw. ``--scale STORE=F`` gives a
+slow store F times the events and the time limit (noted). Prints a table; asserts nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +31,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PAYLOAD, Stores, close_store, run_main, skipped_notes, store_list, table
+from _common import (
+    PAYLOAD,
+    SCALE_HELP,
+    Stores,
+    close_store,
+    run_main,
+    scale_note,
+    scaled,
+    skipped_notes,
+    store_list,
+    store_scales,
+    table,
+)
 from socketio_delivery import EventStore, open_store
 
 ROOMS = ("room-1",)
@@ -174,17 +188,25 @@ async def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="best of this many runs (default 3)")
     parser.add_argument("--seconds", type=float, default=5.0, help="time limit per cell (default 5)")
     parser.add_argument("--stores", default="all", help="comma-separated: memory,sqlite,redis,mongodb")
+    parser.add_argument("--scale", default="", help=SCALE_HELP)
     args = parser.parse_args()
     counts = [int(x) for x in args.emitters.split(",")]
+    scales = store_scales(args.scale)
     rows: list[list[object]] = []
+    notes: list[str] = []
     async with Stores(store_list(args.stores)) as stores:
         for name, _ in stores.urls():
+            events, seconds = args.events, args.seconds
+            if name in scales:  # smaller cells, and a time limit to match
+                events, seconds = scaled(events, scales[name]), seconds * scales[name]
+                sizes = f"{events:,} events per cell, time limit {seconds:g} s"
+                notes.append(scale_note(name, scales[name], sizes))
             raw_rate = 0.0
             cells: dict[int, tuple[float, str]] = {}
             for _ in range(args.repeat):  # best of N, raw and store interleaved
-                raw_rate = max(raw_rate, args.events / await RAW[name](stores.fresh(name), args.events))
+                raw_rate = max(raw_rate, events / await RAW[name](stores.fresh(name), events))
                 for emitters in counts:
-                    cell = await measure(stores.fresh(name), args.events, emitters, args.seconds)
+                    cell = await measure(stores.fresh(name), events, emitters, seconds)
                     cells[emitters] = max(cells.get(emitters, cell), cell)
             for emitters in counts:
                 rate, note = cells[emitters]
@@ -196,7 +218,7 @@ async def main() -> None:
             f"Persist throughput, {args.events} events per cell, best of {args.repeat}",
             ["store", "emitters", "store ev/s", "raw driver", "raw ev/s", "store/raw", "note"],
             rows,
-            notes=skipped_notes(stores),
+            notes=notes + skipped_notes(stores),
         )
 
 

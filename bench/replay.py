@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/replay.py [--missed 1000,10000] [--stores all] [--node]
     .venv/bin/python bench/replay.py --missed 1000,10000,100000     # the big size
+    .venv/bin/python bench/replay.py --scale mongodb=0.1            # a slow store: 100, 1000
 
 For each target (Delivery on each store; ``--node``: the Node socket.io 4.8 peer with
 connectionStateRecovery) and each number N of missed events:
@@ -17,7 +18,7 @@ connectionStateRecovery) and each number N of missed events:
 A batch stops after ``--seconds`` (a slow store): then N is what was sent (noted).
 Columns: replay ev/s, live ev/s, replay/live; recovered (same pid back, no resync, exactly N
 events); server RSS before the reconnect and its peak during the replay (sampled every 20 ms).
-Asserts nothing.
+``--scale STORE=F``: that store replays F times each ``--missed`` count (noted). Asserts nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +31,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import RssSampler, Stores, run_main, store_list, table
+from _common import (
+    SCALE_HELP,
+    RssSampler,
+    Stores,
+    run_main,
+    scale_note,
+    scaled,
+    store_list,
+    store_scales,
+    table,
+)
 from _sio import Client, Target, blast, control
 from e2e import targets
 
@@ -132,14 +143,21 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="time limit of one batch (default 60)")
     parser.add_argument("--stores", default="all", help="comma-separated: memory,sqlite,redis,mongodb")
     parser.add_argument("--node", action="store_true", help="add the Node socket.io 4.8 peer")
+    parser.add_argument("--scale", default="", help=SCALE_HELP)
     args = parser.parse_args()
     global SECONDS
     SECONDS = args.seconds
     sizes = [int(x) for x in args.missed.split(",")]
+    scales = store_scales(args.scale)
     notes: list[str] = []
     async with Stores(store_list(args.stores)) as stores:
         found = targets(stores, notes, plain=False, node=args.node, max_events=keep_for(sizes))
-        results = [(t.label, await run_target(t, sizes, args.emitters)) for t in found]
+        own: dict[str, list[int]] = {}
+        for name in stores.working:
+            if name in scales:
+                own[f"Delivery + {name}"] = ns = [scaled(n, scales[name]) for n in sizes]
+                notes.append(scale_note(name, scales[name], f"{', '.join(f'{n:,}' for n in ns)} missed"))
+        results = [(t.label, await run_target(t, own.get(t.label, sizes), args.emitters)) for t in found]
     print_table(results, notes)
 
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/soak.py [--events 200000] [--keep 10000] [--stores all]
     .venv/bin/python bench/soak.py --events 1000000                  # the full soak
+    .venv/bin/python bench/soak.py --scale mongodb=0.1               # a slow store: 10x fewer
 
 ``--emitters`` tasks persist ``--events`` events in all into one stream (rooms cycling over
 ``--rooms``) while a reader tails the stream the way Delivery's tailer does
@@ -13,6 +14,8 @@ memory of this process (it holds the memory store and every client driver) and o
 store's server process (redis-server, secantusd), and the events the reader has seen (a
 reader that falls more than ``--keep`` events behind gets OffsetUnavailableError and
 resyncs to the newest event, as Delivery's tailer does).
+``--scale STORE=F``: that store gets F times ``--events`` and ``--keep`` (noted; a slow store
+then still passes its retention many times over in its time limit).
 Flat RSS columns mean bounded memory. Asserts nothing.
 """
 
@@ -27,7 +30,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import PAYLOAD, Stores, close_store, rss_mb, run_main, skipped_notes, store_list, table
+from _common import (
+    PAYLOAD,
+    SCALE_HELP,
+    Stores,
+    close_store,
+    rss_mb,
+    run_main,
+    scale_note,
+    scaled,
+    skipped_notes,
+    store_list,
+    store_scales,
+    table,
+)
 from socketio_delivery import EventStore, OffsetUnavailableError, open_store
 
 #: store-specific options that make background retention run often enough to matter in a short run
@@ -141,11 +157,18 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="time limit per store (default 60)")
     parser.add_argument("--rooms", type=int, default=100, help="rooms the events cycle over (default 100)")
     parser.add_argument("--stores", default="all", help="comma-separated: memory,sqlite,redis,mongodb")
+    parser.add_argument("--scale", default="", help=SCALE_HELP + "; scales --events and --keep")
     args = parser.parse_args()
+    scales = store_scales(args.scale)
     rows: list[list[object]] = []
+    notes: list[str] = []
     async with Stores(store_list(args.stores)) as stores:
         for name, url in stores.urls():
-            options = {"max_events": args.keep, **FAST_RETENTION.get(name, {})}
+            events, keep = args.events, args.keep
+            if name in scales:
+                events, keep = scaled(events, scales[name]), scaled(keep, scales[name])
+                notes.append(scale_note(name, scales[name], f"{events:,} events, max_events={keep:,}"))
+            options = {"max_events": keep, **FAST_RETENTION.get(name, {})}
             store = open_store(url, **options)
             await store.open()
             try:
@@ -153,7 +176,7 @@ async def main() -> None:
                     name,
                     store,
                     stores.server_pid(name),
-                    args.events,
+                    events,
                     args.emitters,
                     args.rooms,
                     args.seconds,
@@ -168,7 +191,7 @@ async def main() -> None:
             f"Soak: {args.events:,} events per store, retention max_events={args.keep:,}",
             ["store", "persisted", "read by tailer", "seconds", "bench RSS MB", "server RSS MB", "note"],
             rows,
-            notes=skipped_notes(stores),
+            notes=notes + skipped_notes(stores),
         )
 
 
