@@ -230,7 +230,7 @@ def tag() -> str:
 async def drop(
     client: DeliveryClient, *then: tuple[str | None, str, list[Any]], namespace: str = "/"
 ) -> None:
-    await client.emit("drop", {"then": list(then)}, namespace=namespace, reliable=False)
+    await client.emit("drop", {"then": [list(t) for t in then]}, namespace=namespace, reliable=False)
 
 
 @pytest.mark.parametrize("transports", [None, ["polling"]], ids=["websocket", "polling"])
@@ -633,3 +633,30 @@ async def test_a_client_that_gave_up_reconnecting_reconnects_again_after_a_new_c
     await until(lambda: client.connected and len(app.connects) == 3, "the reconnect after the drop")
     assert client.get_sid() == sid
     assert app.connects[-1]["recovered"] is True
+
+
+@pytest.mark.parametrize("transports", [None, ["polling"]], ids=["websocket", "polling"])
+async def test_binary_events_are_persisted_and_replayed_as_binary(
+    app: App, make_client: ClientFactory, transports: list[str] | None
+) -> None:
+    room = tag()
+    client = make_client()
+    seen: list[Any] = []
+    client.on("file", lambda *args: seen.append(list(args)))
+    await client.connect(app.url, transports=transports)
+    await client.emit("join", room)
+    live = {"name": "a.bin", "data": b"\x00\x01live", "parts": [b"x", "text", {"k": b"\xff"}]}
+    await client.emit("emit-to-me", {"event": "file", "args": [live, b"second"]})
+    await until(lambda: len(seen) == 1, "the live binary event")
+    live_offset = client.offset
+
+    missed = {"name": "b.bin", "data": bytes(range(256))}
+    await drop(client, (room, "file", [missed]), (room, "file", ["plain text"]))
+    await until(lambda: client.recovered and len(seen) == 3, "the missed binary event")
+
+    assert seen == [[live, b"second"], [missed], ["plain text"]]
+    assert live_offset is not None
+    assert client.offset is not None
+    assert client.offset > live_offset
+    log = await app.delivery.store.fetch_since("/", None, rooms=[room])
+    assert [e.data["e"] for e in log] == ["file", "file"]  # persisted, with offsets

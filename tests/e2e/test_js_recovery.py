@@ -380,3 +380,25 @@ async def test_many_js_clients_dropped_at_once_all_recover_with_their_own_events
         ticks = node.events("tick", name=name)
         assert numbers(ticks) == [0, 1, 100 + i, 2], name
         offsets(ticks)
+
+
+async def test_js_client_gets_binary_events_live_and_replayed_with_offsets(
+    use_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any], room: str
+) -> None:
+    app = use_app()
+    proxy = await proxy_factory(app.port)
+    first = await connect_js(node, proxy.url, rooms=[room])
+    await app.control("emit", event="file", args=["live", "caption"], room=room, as_bytes=True)
+    await node.wait_event("file")
+
+    await go_away(node, proxy)
+    await app.control("emit", event="file", args=["missed"], room=room, as_bytes=True)
+    again = await come_back(node, proxy)
+    await node.wait_event("file")
+
+    assert (again["id"], again["recovered"]) == (first["id"], True)
+    files = node.events("file")
+    as_buffer = [{"type": "Buffer", "data": list(text)} for text in (b"live", b"caption", b"missed")]
+    assert [m["args"][:-1] for m in files] == [as_buffer[:2], as_buffer[2:]]  # binary, not base64 text
+    marks = offsets(files)
+    assert (await node.state())["offset"] == marks[-1]

@@ -42,6 +42,7 @@ import socketio
 
 from . import _socketio_internals as internals
 from ._tasks import cancel_and_wait
+from .binary import join_binary, split_binary
 from .dedup import IdempotencyGuard
 from .errors import (
     ConfigurationError,
@@ -162,7 +163,6 @@ class Delivery:
         self._opened = False
         self._closing = False
         self._saver: asyncio.Task[None] | None = None
-        self._warned_binary = False
         self._install()
 
     # -- public API ---------------------------------------------------------------
@@ -291,15 +291,7 @@ class Delivery:
             )
             return
         args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
-        try:
-            await self._persist(event, args, namespace or "/", room, skip_sid, explicit=False)
-        except InvalidArgumentError:
-            if not self.sio.packet_class.data_is_binary(args):
-                raise
-            if not self._warned_binary:
-                self._warned_binary = True
-                log.warning("binary emits are not persisted (no offset, no replay): %r", event)
-            await self._manager_emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid, **kwargs)
+        await self._persist(event, args, namespace or "/", room, skip_sid, explicit=False)
 
     async def _persist(
         self, event: str, args: list[Any], namespace: str, room: Any, skip_sid: Any, *, explicit: bool
@@ -310,7 +302,13 @@ class Delivery:
         record: dict[str, Any] = {"e": event, "a": args}
         if explicit:
             record["x"] = 1
-        persisted = await self.store.persist(namespace, record, rooms=rooms, exclude=exclude)
+        try:
+            persisted = await self.store.persist(namespace, record, rooms=rooms, exclude=exclude)
+        except InvalidArgumentError:
+            if not self.sio.packet_class.data_is_binary(args):
+                raise
+            record["a"], record["b"] = split_binary(args)  # only now: the common case pays nothing
+            persisted = await self.store.persist(namespace, record, rooms=rooms, exclude=exclude)
         tailer.wake()
         if not await tailer.delivered(persisted.offset, _DELIVERY_WAIT):
             log.warning("event %s is persisted but not yet delivered by this process", persisted.offset)
@@ -320,7 +318,7 @@ class Delivery:
     def _packet(event: Event) -> list[Any]:
         """``[name, *args, offset]``: the packet data an event is delivered (and replayed) as."""
         data = event.data
-        args = data["a"]
+        args = data["a"] if "b" not in data else join_binary(data["a"], data["b"])
         if data.get("x"):
             args = [{"id": event.offset, "data": args[0] if args else None}]
         return [data["e"], *args, event.offset]
