@@ -14,16 +14,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from socketio_delivery import Capability, open_store
 from socketio_delivery.errors import (
     ConfigurationError,
+    InvalidArgumentError,
     OffsetUnavailableError,
     SessionBusyError,
     StoreError,
     StoreUnavailableError,
 )
-from socketio_delivery.testing import assert_same_events, read_all, run_workers
+from socketio_delivery.testing import (
+    assert_json_equal,
+    assert_same_events,
+    json_values,
+    read_all,
+    run_workers,
+)
 from socketio_delivery_sqlite import SQLiteEventStore, SQLiteOptions, _sql
+from socketio_delivery_sqlite import store as store_module
 
 Opener = Callable[..., SQLiteEventStore]
 
@@ -159,6 +169,93 @@ async def test_mixed_writes_in_one_batch_each_get_their_answer(opener: Opener) -
     assert results[1] == {"v": 1}
     assert results[4] is None
     assert results[2].state.value == "acquired"
+
+
+async def test_a_batch_of_persists_is_one_trip_to_the_connection_thread(
+    opener: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = opener()
+    await store.open()
+    conn = store._conn
+    assert conn is not None
+    trips = 0
+    execute = conn._execute
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal trips
+        trips += 1
+        return await execute(*args, **kwargs)
+
+    monkeypatch.setattr(conn, "_execute", counting)
+    commits = store.commits
+    await asyncio.gather(*(store.persist("s", {"i": i}, rooms=["r"]) for i in range(200)))
+    assert trips == store.commits - commits  # BEGIN, counters, rows and COMMIT in one trip
+
+
+async def test_rows_on_disk_hold_compact_json_of_each_event(opener: Opener, tmp_path: Path) -> None:
+    path = tmp_path / "rows.db"
+    store = opener(path)
+    await store.open()
+    writes = [
+        ("s", {"t": "é\u2028", "n": [1, 2.5, None]}, ["lobby", "ü"], ["sid-1"]),
+        ("s", "text", ["lobby", "ü"], []),
+        ("t", [1, {"a": True}], [], ["sid-1", "sid-2"]),
+        ("s", None, [], []),
+        ("s", (1, 2), ("lobby",), ("sid-1",)),
+    ]
+    events = await asyncio.gather(
+        *(store.persist(stream, data, rooms=r, exclude=x) for stream, data, r, x in writes)
+    )
+    assert store.commits <= 2
+
+    def compact(value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+    with sqlite3.connect(path) as raw:
+        rows = raw.execute(
+            "SELECT s.name, e.seq, e.data, e.rooms, e.exclude FROM sio_events e "
+            "JOIN sio_streams s USING (sid) ORDER BY e.id"
+        ).fetchall()
+        room_rows = raw.execute(
+            "SELECT s.name, r.room, r.seq FROM sio_event_rooms r JOIN sio_streams s USING (sid) "
+            "ORDER BY s.name, r.seq, r.room"
+        ).fetchall()
+    written = zip(writes, events, strict=True)
+    by_offset = {(stream, e.offset): (data, r, x) for (stream, data, r, x), e in written}
+    assert len(rows) == len(writes)
+    expected_rooms = []
+    for name, seq, data, rooms, exclude in rows:
+        value, r, x = by_offset[(name, f"{store.epoch}-{seq:016x}")]
+        assert (data, rooms, exclude) == (
+            compact(value),
+            compact(list(r)) if r else None,
+            compact(list(x)) if x else None,
+        )
+        expected_rooms += [(name, room, seq) for room in r]
+    assert room_rows == sorted(expected_rooms, key=lambda row: (row[0], row[2], row[1]))
+    for (_, data, r, x), event in zip(writes, events, strict=True):
+        assert event.data == json.loads(compact(data))
+        assert (event.rooms, event.exclude) == (tuple(r), tuple(x))
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values | st.tuples(st.floats(), st.text()))
+def test_event_json_is_the_json_module_s(value: Any) -> None:
+    text = store_module._encode(value)
+    assert text == json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    assert_json_equal(store_module._SCAN(text, 0)[0], json.loads(text))
+
+
+async def test_circular_event_data_is_refused(opener: Opener) -> None:
+    store = opener()
+    await store.open()
+    data: list[Any] = []
+    data.append(data)
+    with pytest.raises(InvalidArgumentError):
+        await store.persist("s", data)
+    with pytest.raises(InvalidArgumentError):
+        await store.persist("s", 1, rooms=["r", 2])  # type: ignore[list-item]
+    assert await store.persist("s", 1, rooms=["r"])
 
 
 # -- durability and epochs -----------------------------------------------------------------------
