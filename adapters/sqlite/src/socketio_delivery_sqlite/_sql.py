@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import functools
+import sqlite3
+from typing import Any
+
 __all__ = [
     "CLAIM_SESSION",
+    "INSERT_CHUNK",
+    "INSERT_EVENTS",
+    "INSERT_EVENT_ROOMS",
     "LEASE_SESSION",
     "MIGRATIONS",
     "ROOM_BRANCHES",
@@ -11,6 +18,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "SESSION_LEASED",
     "fetch_sql",
+    "insert_rows",
+    "insert_rows_sql",
     "upsert_streams_sql",
 ]
 
@@ -96,8 +105,35 @@ LEASE_SESSION = (
 #: ``:key`` is leased by another claim (busy); none means absent or expired.
 SESSION_LEASED = "SELECT 1 FROM sio_sessions WHERE key = :key AND expires > :now"
 
-INSERT_EVENT = "INSERT INTO sio_events (sid, seq, ts, data, rooms, exclude) VALUES (?, ?, ?, ?, ?, ?)"
-INSERT_EVENT_ROOM = "INSERT OR IGNORE INTO sio_event_rooms (sid, room, seq) VALUES (?, ?, ?)"
+#: Most rows one insert statement writes: statements of 64, 32, ..., 1 rows cover any
+#: number of rows, so a handful of prepared statements stay cached (and 64 x 6 parameters
+#: stay under the 999 of old SQLite builds).
+INSERT_CHUNK = 64
+INSERT_EVENTS = "INSERT INTO sio_events (sid, seq, ts, data, rooms, exclude) VALUES "
+INSERT_EVENT_ROOMS = "INSERT OR IGNORE INTO sio_event_rooms (sid, room, seq) VALUES "
+
+
+@functools.lru_cache(maxsize=32)
+def insert_rows_sql(insert: str, width: int, rows: int) -> str:
+    """``insert`` followed by ``rows`` groups of ``width`` parameters: one statement, many rows.
+
+    Several rows per statement cost SQLite (and the driver's binding) about half of what
+    ``executemany`` does one row at a time.
+    """
+    group = "(" + ", ".join(["?"] * width) + ")"
+    return insert + ", ".join([group] * rows)
+
+
+def insert_rows(db: sqlite3.Connection, insert: str, width: int, params: list[Any]) -> None:
+    """Insert the rows ``params`` holds (flat, ``width`` per row) in statements of at most
+    :data:`INSERT_CHUNK` rows, each a power of two."""
+    rows = len(params) // width
+    done = 0
+    while done < rows:
+        count = min(INSERT_CHUNK, 1 << ((rows - done).bit_length() - 1))
+        db.execute(insert_rows_sql(insert, width, count), params[done * width : (done + count) * width])
+        done += count
+
 
 #: Up to this many wanted rooms, each room is its own index range bounded by the limit;
 #: beyond it one ``room IN (...)`` range is read and sorted (still correct, less bounded).

@@ -498,15 +498,14 @@ class SQLiteEventStore:
             rows = db.execute(_sql.upsert_streams_sql(len(counts)), params).fetchall()
             next_seq: dict[str, int] = {}
             max_events = self.options.max_events
+            held = None if max_events is None else max_events + max(100, max_events // 10)
             for sid, name, last_seq, trimmed_upto in rows:
                 sids[name] = sid
                 next_seq[name] = last_seq - counts[name] + 1
-                if max_events is not None and last_seq - trimmed_upto > max_events + max(
-                    100, max_events // 10
-                ):
-                    due = True
-            event_rows: list[tuple[Any, ...]] = []
-            room_rows: list[tuple[int, str, int]] = []
+                if held is not None and last_seq - trimmed_upto > held:
+                    due = True  # retention is behind: run it now
+            event_params: list[Any] = []  # flat: 6 per event
+            room_params: list[Any] = []  # flat: 3 per room of an event
             texts: dict[tuple[str, ...], str | None] = {(): None}  # rooms/exclude -> JSON
             prefix = f"{self.epoch}-"
             for op in ops:
@@ -520,13 +519,12 @@ class SQLiteEventStore:
                 exclude_text = texts.get(op.exclude)
                 if exclude_text is None and op.exclude:
                     exclude_text = texts[op.exclude] = _encode(list(op.exclude))
-                event_rows.append((sid, seq, now, op.data_text, rooms_text, exclude_text))
+                event_params += (sid, seq, now, op.data_text, rooms_text, exclude_text)
                 for room in rooms:
-                    room_rows.append((sid, room, seq))
+                    room_params += (sid, room, seq)
                 events.append(Event(f"{prefix}{seq:016x}", op.data, rooms, op.exclude, now))
-            db.executemany(_sql.INSERT_EVENT, event_rows)
-            if room_rows:
-                db.executemany(_sql.INSERT_EVENT_ROOM, room_rows)
+            _sql.insert_rows(db, _sql.INSERT_EVENTS, 6, event_params)
+            _sql.insert_rows(db, _sql.INSERT_EVENT_ROOMS, 3, room_params)
         if commit:
             db.execute("COMMIT")
         return now, events, sids, due
