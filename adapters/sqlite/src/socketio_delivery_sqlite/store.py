@@ -254,7 +254,11 @@ async def _in_thread(conn: aiosqlite.Connection, fn: Callable[..., _T], *args: A
     public call for it; ``_execute`` (queue a function) and ``_conn`` have been there since
     its first releases.
     """
-    return await conn._execute(fn, conn._conn, *args)  # type: ignore[no-any-return,no-untyped-call]
+
+    def run() -> _T:
+        return fn(conn._conn, *args)
+
+    return await conn._execute(run)  # type: ignore[no-any-return,no-untyped-call]
 
 
 class SQLiteEventStore:
