@@ -17,13 +17,11 @@ A :class:`JsClient` is one named socket of the official ``socket.io-client`` in 
 from __future__ import annotations
 
 import asyncio
-import select
-import subprocess
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
-from delivery_app import DeliveryAppProcess, _die_with_parent
+from delivery_app import DeliveryAppProcess
 from socketio_delivery.client import RESYNC_EVENT, DeliveryClient
 from socketio_delivery.registry import open_store
 
@@ -43,37 +41,10 @@ async def until(predicate: Callable[[], bool], what: str, timeout: float = 30.0)
 
 
 class NodeProcess(DeliveryAppProcess):
-    """:class:`DeliveryAppProcess` whose start is split in two, so several nodes start at once."""
+    """A cluster node: :class:`DeliveryAppProcess`, whose :meth:`spawn` and :meth:`wait_ready`
+    (from :class:`processes.ChildProcess`) let several nodes start at once."""
 
-    def spawn(self) -> None:
-        if self.running:
-            return
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self.process = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                preexec_fn=_die_with_parent,
-            )
-        finally:
-            log.close()
-        self.starts += 1
-
-    def wait_ready(self) -> None:
-        process = self.process
-        assert process is not None
-        assert process.stdout is not None
-        ready = select.select([process.stdout], [], [], START_TIMEOUT)[0]
-        line = process.stdout.readline() if ready else b""
-        if not line.startswith(b"READY"):
-            self.stop(kill=True)
-            raise RuntimeError(f"delivery_app did not start: {self.command()}\n{self.log_tail()}")
-
-    def start(self) -> None:
-        self.spawn()
-        self.wait_ready()
+    start_timeout = START_TIMEOUT
 
 
 class Cluster:

@@ -38,7 +38,8 @@ The app, on the namespaces ``/`` and ``/other``:
   (``payload["fail_first"]``: no ack).
 * control ops (``POST /_control`` with a JSON object ``{"op": ..., ...}``, or the ``control``
   event): ``emit`` (``event``, ``args`` or ``batch`` of args lists, ``to``, ``room``,
-  ``skip_sid``, ``namespace``), ``call`` (``event``, ``data``, ``to``, ``timeout``: an emit with
+  ``skip_sid``, ``namespace``; ``as_bytes``: string arguments go out as binary),
+  ``call`` (``event``, ``data``, ``to``, ``timeout``: an emit with
   an ack callback -> ``{"ack"}`` or ``{"error"}``), ``publish`` (``event``, ``data`` or
   ``batch`` of data, ... -> ``{"offset", "offsets"}``),
   ``emit_then_join`` / ``emit_then_leave`` (``event``, ``args``, ``room``, ``sid``), ``drop`` (``sid``),
@@ -64,22 +65,19 @@ import json
 import logging
 import os
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, NoReturn
 
+from processes import ChildProcess, free_port, port_accepts
 from socketio_delivery._socketio_internals import drop_transport
 
 __all__ = ["NAMESPACES", "DeliveryAppProcess", "TestApp", "free_port", "main"]
 
 NAMESPACES = ("/", "/other")
 CONTROL_PATH = "/_control"
-_START_TIMEOUT = 30.0
 _HERE = os.path.abspath(__file__)
 
 
@@ -202,6 +200,8 @@ class TestApp:
         if op == "emit":
             batch = spec["batch"] if "batch" in spec else [spec.get("args", [])]
             for args in batch:
+                if spec.get("as_bytes"):  # string arguments sent as binary
+                    args = [a.encode() if isinstance(a, str) else a for a in args]
                 data = args[0] if len(args) == 1 else tuple(args)
                 await self.sio.emit(
                     spec["event"],
@@ -530,27 +530,15 @@ def main(argv: list[str] | None = None) -> None:
 # --------------------------------------------------------------------------- the launcher
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class DeliveryAppProcess:
+class DeliveryAppProcess(ChildProcess):
     """This app in a subprocess on a fixed loopback port: start, stop (kill -9 too), restart.
 
     ``extra`` are more command-line arguments (``["--recovery-window", "1"]``). The log
-    (stderr) goes to ``self.log_path``; :meth:`log_tail` returns its end.
+    (stderr) goes to ``self.log_path``; :meth:`log_tail` returns its end. :meth:`start`
+    is :meth:`spawn` then :meth:`wait_ready` (for READY), for starting several at once.
     """
+
+    ready_line = b"READY"
 
     def __init__(
         self,
@@ -564,14 +552,12 @@ class DeliveryAppProcess:
     ) -> None:
         self.store = store
         self.mode = mode
-        self.port = port or free_port()
         self.redis_manager = redis_manager
         self.extra = list(extra or [])
         self.python = python or sys.executable
-        fd, self.log_path = tempfile.mkstemp(prefix="delivery-app-", suffix=".log")
+        fd, log_path = tempfile.mkstemp(prefix="delivery-app-", suffix=".log")
         os.close(fd)
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
+        super().__init__(port=port or free_port(), log_path=log_path)
 
     @property
     def url(self) -> str:
@@ -583,69 +569,13 @@ class DeliveryAppProcess:
             cmd += ["--redis-manager", self.redis_manager]
         return cmd + self.extra
 
-    def start(self) -> None:
-        """Start the process (no-op when running) and wait for its READY line."""
-        if self.running:
-            return
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
-        try:
-            self.process = subprocess.Popen(
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                preexec_fn=_die_with_parent,
-            )
-        finally:
-            log.close()
-        self.starts += 1
-        line: list[bytes] = []
-        stdout = self.process.stdout
-        assert stdout is not None
-        reader = threading.Thread(target=lambda: line.append(stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(_START_TIMEOUT)
-        if not line or not line[0].startswith(b"READY"):
-            self.stop(kill=True)
-            raise RuntimeError(f"delivery_app did not start: {self.command()}\n{self.log_tail()}")
-
-    def stop(self, *, kill: bool = False) -> None:
-        """SIGTERM (graceful: Delivery closed) or SIGKILL (``kill=True``), then wait."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            if kill:
-                process.kill()
-            else:
-                process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-
-    def restart(self, *, kill: bool = False) -> None:
-        self.stop(kill=kill)
-        self.start()
+    def start_failed(self, log: str) -> NoReturn:
+        raise RuntimeError(f"delivery_app did not start: {self.command()}\n{log}")
 
     def close(self) -> None:
-        self.stop()
+        super().close()
         with contextlib.suppress(OSError):
             os.unlink(self.log_path)
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def log_tail(self, size: int = 6000) -> str:
-        try:
-            with open(self.log_path, encoding="utf-8", errors="replace") as f:
-                return f.read()[-size:]
-        except OSError:
-            return "(no log)"
 
     async def control(self, op: str, **spec: Any) -> Any:
         """POST a control op to the running app and return its JSON result (raises on error)."""
@@ -663,12 +593,7 @@ class DeliveryAppProcess:
     def wait_port_free(self, timeout: float = 10.0) -> None:
         """After a kill: wait until nothing listens on the port any more."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    pass
-            except OSError:
-                return
+        while time.monotonic() < deadline and port_accepts(self.port, timeout=0.2):
             time.sleep(0.02)
 
 

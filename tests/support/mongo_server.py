@@ -24,25 +24,19 @@ Fixtures:
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 import pytest
+from processes import ChildProcess, free_port
 
 __all__ = ["MongoServer"]
 
-_START_TIMEOUT = 30.0
-_running: list[MongoServer] = []
 #: Runs the server in its own process: argv = host, port, storage path, TTL sweep seconds.
 _LAUNCHER = """
 import signal, sys
@@ -65,23 +59,7 @@ server.wait()
 """
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: the server gets SIGTERM when the process that started it dies (even by kill -9)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class MongoServer:
+class MongoServer(ChildProcess):
     """One SecantusDB server process on 127.0.0.1, restartable on the same port (and data).
 
     ::
@@ -89,7 +67,7 @@ class MongoServer:
         server = MongoServer(persistent=True)
         server.start()
         server.url         # 'mongodb://127.0.0.1:PORT'
-        server.stop()      # graceful (SIGTERM); kill=True: SIGKILL
+        server.stop()      # graceful (SIGTERM, storage checkpointed); kill=True: SIGKILL
         server.start()     # same port; same data when persistent
     """
 
@@ -100,9 +78,8 @@ class MongoServer:
             pytest.fail("secantusdb is not installed: run `make setup` (a dev dependency)", pytrace=False)
         self.persistent = persistent
         self.ttl_sweep = ttl_sweep
-        self.port = _free_port()
         self.dir = tempfile.mkdtemp(prefix="sd-mongo-")
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(port=free_port(), log_path=os.path.join(self.dir, "server.log"), cwd=self.dir)
 
     @property
     def url(self) -> str:
@@ -112,62 +89,16 @@ class MongoServer:
         storage = os.path.join(self.dir, "data") if self.persistent else ":memory:"
         return [sys.executable, "-c", _LAUNCHER, "127.0.0.1", str(self.port), storage, str(self.ttl_sweep)]
 
-    def start(self) -> None:
-        """Start the server (no-op when running) and wait until it answers ``ping``."""
-        if self.running:
-            return
-        log = open(os.path.join(self.dir, "server.log"), "ab")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            self.command(),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=self.dir,
-            preexec_fn=_die_with_parent,  # the test process is single-threaded here
-        )
-        log.close()
-        if self not in _running:
-            _running.append(self)
-        deadline = time.monotonic() + _START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            if self.ping():
-                return
-            time.sleep(0.05)
-        tail = self._log_tail()
-        self.stop(kill=True)
-        pytest.fail(f"secantusd-py on port {self.port} did not start:\n{tail}", pytrace=False)
+    def ready(self) -> bool:
+        return self.ping()
 
-    def stop(self, *, kill: bool = False) -> None:
-        """Stop the server: SIGTERM (a graceful shutdown, storage checkpointed) or SIGKILL."""
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        if kill:
-            process.kill()
-        else:
-            process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def restart(self, *, kill: bool = False) -> None:
-        self.stop(kill=kill)
-        self.start()
+    def start_failed(self, log: str) -> NoReturn:
+        pytest.fail(f"secantusd-py on port {self.port} did not start:\n{log}", pytrace=False)
 
     def close(self) -> None:
         """Stop the server and remove its data directory."""
-        self.stop()
+        super().close()
         shutil.rmtree(self.dir, ignore_errors=True)
-        with contextlib.suppress(ValueError):
-            _running.remove(self)
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def ping(self) -> bool:
         """True when the server answers a ``ping`` command."""
@@ -184,19 +115,6 @@ class MongoServer:
             return False
         finally:
             client.close()
-
-    def _log_tail(self) -> str:
-        try:
-            with open(os.path.join(self.dir, "server.log"), encoding="utf-8", errors="replace") as f:
-                return f.read()[-2000:]
-        except OSError:
-            return "(no log)"
-
-
-@atexit.register
-def _stop_all() -> None:
-    for server in list(_running):
-        server.close()
 
 
 @pytest.fixture(scope="session")

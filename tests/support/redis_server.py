@@ -22,34 +22,23 @@ Fixtures:
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from typing import NoReturn
 
 import pytest
+from processes import ChildProcess, free_port
 
 __all__ = ["RedisClusterNodes", "RedisSentinel", "RedisServer"]
 
 _START_TIMEOUT = 10.0
-_running: list[RedisServer] = []
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _bindable(port: int) -> bool:
@@ -71,30 +60,17 @@ def _free_cluster_port() -> int:
     raise RuntimeError("no free port pair for a Redis cluster node")
 
 
-def _load_prctl() -> Callable[..., int] | None:
-    """libc's ``prctl``, resolved in the parent (the child must not import after fork)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl: Callable[..., int] = ctypes.CDLL("libc.so.6", use_errno=True).prctl
-        return prctl
-    except (OSError, AttributeError):
-        return None
+def _redis_server() -> str:
+    found = shutil.which("redis-server")
+    if found is None:
+        pytest.fail(
+            "redis-server is not installed: run `make services` (scripts/install-services.sh)",
+            pytrace=False,
+        )
+    return found
 
 
-_PRCTL = _load_prctl()
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    """Linux: the server gets SIGTERM when the process that started it dies (even by kill -9)."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-class RedisServer:
+class RedisServer(ChildProcess):
     """One ``redis-server`` process on 127.0.0.1, restartable on the same port and data dir.
 
     ::
@@ -111,6 +87,10 @@ class RedisServer:
     (``.unix_url`` is ``unix://PATH?db=0``).
     """
 
+    start_timeout = _START_TIMEOUT
+    stop_timeout = 10.0
+    poll_interval = 0.02
+
     def __init__(
         self,
         *,
@@ -120,20 +100,14 @@ class RedisServer:
         cluster: bool = False,
         executable: str | None = None,
     ) -> None:
-        found = executable or shutil.which("redis-server")
-        if found is None:
-            pytest.fail(
-                "redis-server is not installed: run `make services` (scripts/install-services.sh)",
-                pytrace=False,
-            )
-        self.executable: str = found
+        self.executable: str = executable or _redis_server()
         self.persistent = persistent
         self.fsync = fsync
         self.cluster = cluster
-        self.port = _free_cluster_port() if cluster else _free_port()
         self.dir = tempfile.mkdtemp(prefix="sd-redis-")
         self.unix_socket = os.path.join(self.dir, "redis.sock") if unix_socket else None
-        self.process: subprocess.Popen[bytes] | None = None
+        port = _free_cluster_port() if cluster else free_port()
+        super().__init__(port=port, log_path=os.path.join(self.dir, "redis.log"))
 
     @property
     def url(self) -> str:
@@ -148,7 +122,7 @@ class RedisServer:
     def command(self) -> list[str]:
         args = [self.executable, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.dir]
         args += ["--save", "", "--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"]
-        args += ["--logfile", os.path.join(self.dir, "redis.log")]
+        args += ["--logfile", self.log_path]
         if self.persistent:
             args += ["--appendonly", "yes", "--appendfsync", self.fsync]
         else:
@@ -160,61 +134,16 @@ class RedisServer:
             args += ["--cluster-node-timeout", "5000"]
         return args
 
-    def start(self) -> None:
-        """Start the server (no-op when running) and wait until it answers PING."""
-        if self.running:
-            return
-        self.process = subprocess.Popen(
-            self.command(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            # Only calls prctl: safe after fork. Linux signals the child when the *thread*
-            # that forked it ends, so only a main-thread start can use it (else: atexit).
-            preexec_fn=_die_with_parent if threading.current_thread() is threading.main_thread() else None,
-        )
-        if self not in _running:
-            _running.append(self)
-        deadline = time.monotonic() + _START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            if self.ping():
-                return
-            time.sleep(0.02)
-        log = self._log_tail()
-        self.stop(kill=True)
+    def ready(self) -> bool:
+        return self.ping()
+
+    def start_failed(self, log: str) -> NoReturn:
         pytest.fail(f"redis-server on port {self.port} did not start:\n{log}", pytrace=False)
-
-    def stop(self, *, kill: bool = False) -> None:
-        """Stop the server: SIGTERM (a graceful shutdown that flushes the AOF) or SIGKILL."""
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        if kill:
-            process.kill()
-        else:
-            process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def restart(self, *, kill: bool = False) -> None:
-        self.stop(kill=kill)
-        self.start()
 
     def close(self) -> None:
         """Stop the server and remove its data directory."""
-        self.stop()
+        super().close()
         shutil.rmtree(self.dir, ignore_errors=True)
-        with contextlib.suppress(ValueError):
-            _running.remove(self)
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
 
     def ping(self) -> bool:
         try:
@@ -223,13 +152,6 @@ class RedisServer:
                 return sock.recv(64).startswith(b"+PONG")
         except OSError:
             return False
-
-    def _log_tail(self) -> str:
-        try:
-            with open(os.path.join(self.dir, "redis.log"), encoding="utf-8", errors="replace") as f:
-                return f.read()[-2000:]
-        except OSError:
-            return "(no log)"
 
 
 class RedisClusterNodes:
@@ -288,7 +210,7 @@ class RedisClusterNodes:
             node.close()
 
 
-class RedisSentinel:
+class RedisSentinel(ChildProcess):
     """One ``redis-server --sentinel`` watching a primary (a :class:`RedisServer`) as ``mymaster``.
 
     ::
@@ -300,41 +222,39 @@ class RedisSentinel:
     """
 
     service = "mymaster"
+    start_timeout = _START_TIMEOUT
+    stop_timeout = 10.0
 
     def __init__(self, primary: RedisServer) -> None:
         self.primary = primary
-        self.port = _free_port()
         self.dir = tempfile.mkdtemp(prefix="sd-sentinel-")
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(port=free_port(), log_path=os.path.join(self.dir, "sentinel.log"))
 
     @property
     def address(self) -> tuple[str, int]:
         return ("127.0.0.1", self.port)
 
-    def start(self) -> None:
-        conf = os.path.join(self.dir, "sentinel.conf")
-        with open(conf, "w", encoding="utf-8") as f:  # sentinel rewrites its config file
+    def command(self) -> list[str]:
+        return [self.primary.executable, os.path.join(self.dir, "sentinel.conf"), "--sentinel"]
+
+    def spawn(self) -> None:
+        if self.running:
+            return
+        with open(self.command()[1], "w", encoding="utf-8") as f:  # sentinel rewrites its config file
             f.write(
                 f"port {self.port}\nbind 127.0.0.1\nprotected-mode no\ndir {self.dir}\n"
-                f"logfile {os.path.join(self.dir, 'sentinel.log')}\n"
+                f"logfile {self.log_path}\n"
                 f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} 1\n"
                 f"sentinel down-after-milliseconds {self.service} 5000\n"
             )
-        self.process = subprocess.Popen(
-            [self.primary.executable, conf, "--sentinel"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + _START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            if self._knows_primary():
-                return
-            time.sleep(0.05)
+        super().spawn()
+
+    def ready(self) -> bool:
+        return self._knows_primary()
+
+    def start_failed(self, log: str) -> NoReturn:
         self.close()
-        pytest.fail("redis sentinel did not start", pytrace=False)
+        pytest.fail(f"redis sentinel did not start:\n{log}", pytrace=False)
 
     def _knows_primary(self) -> bool:
         query = f"SENTINEL get-master-addr-by-name {self.service}\r\n".encode()
@@ -346,21 +266,8 @@ class RedisSentinel:
             return False
 
     def close(self) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        super().close()
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-@atexit.register
-def _stop_all() -> None:
-    for server in list(_running):
-        server.close()
 
 
 @pytest.fixture(scope="session")
