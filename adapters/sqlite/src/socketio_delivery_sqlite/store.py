@@ -15,7 +15,9 @@ idempotency keys, retention) is queued and a single writer task runs what is
 queued in one ``BEGIN IMMEDIATE ... COMMIT`` transaction (group commit); each
 caller is answered after the commit. Offsets are taken from the stream's counter
 inside that transaction, which holds SQLite's write lock, so commit order is
-offset order across every process sharing the file: no late arrivals.
+offset order across every process sharing the file: no late arrivals. The persists
+of a batch are written by one call in the connection's thread (``BEGIN``, the
+counters, multi-row inserts, ``COMMIT``), not one trip per statement.
 """
 
 from __future__ import annotations
