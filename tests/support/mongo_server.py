@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 import pytest
-from processes import ChildProcess, free_port
+from processes import ChildProcess, closing_children, free_port
 
 __all__ = ["MongoServer"]
 
@@ -120,17 +120,12 @@ class MongoServer(ChildProcess):
 @pytest.fixture(scope="session")
 def mongo_server_factory() -> Iterator[Callable[..., MongoServer]]:
     """``factory(persistent=False)``: a new, started private server, stopped at session end."""
-    made: list[MongoServer] = []
+    with closing_children() as start:
 
-    def factory(*, persistent: bool = False) -> MongoServer:
-        server = MongoServer(persistent=persistent)
-        made.append(server)
-        server.start()
-        return server
+        def factory(*, persistent: bool = False) -> MongoServer:
+            return start(MongoServer(persistent=persistent))
 
-    yield factory
-    for server in made:
-        server.close()
+        yield factory
 
 
 @pytest.fixture(scope="session")

@@ -38,12 +38,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import IO, NoReturn
+from collections.abc import Callable, Iterator
+from typing import IO, NoReturn, TypeVar
 
-__all__ = ["ChildProcess", "free_port", "port_accepts", "stop_process"]
+__all__ = ["ChildProcess", "closing_children", "free_port", "port_accepts", "stop_process"]
 
 _open: list[ChildProcess] = []
+C = TypeVar("C", bound="ChildProcess")
 
 
 def free_port() -> int:
@@ -220,6 +221,31 @@ class ChildProcess:
                 return f.read()[-size:]
         except OSError:
             return "(no log)"
+
+
+@contextlib.contextmanager
+def closing_children() -> Iterator[Callable[[C], C]]:
+    """``start(child)`` starts a child and returns it; all it started are closed on exit.
+
+    For a session fixture that hands out private servers::
+
+        @pytest.fixture(scope="session")
+        def echo_server_factory() -> Iterator[Callable[..., EchoServer]]:
+            with closing_children() as start:
+                yield lambda: start(EchoServer())
+    """
+    made: list[ChildProcess] = []
+
+    def start(child: C) -> C:
+        made.append(child)
+        child.start()
+        return child
+
+    try:
+        yield start
+    finally:
+        for child in made:
+            child.close()
 
 
 @atexit.register

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 import pytest
-from processes import ChildProcess, free_port
+from processes import ChildProcess, closing_children, free_port
 
 __all__ = ["RedisClusterNodes", "RedisSentinel", "RedisServer"]
 
@@ -273,19 +273,14 @@ class RedisSentinel(ChildProcess):
 @pytest.fixture(scope="session")
 def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
     """``factory(persistent=True, ...)``: a new, started private server, stopped at session end."""
-    made: list[RedisServer] = []
+    with closing_children() as start:
 
-    def factory(
-        *, persistent: bool = True, fsync: str = "everysec", unix_socket: bool = False
-    ) -> RedisServer:
-        server = RedisServer(persistent=persistent, fsync=fsync, unix_socket=unix_socket)
-        made.append(server)
-        server.start()
-        return server
+        def factory(
+            *, persistent: bool = True, fsync: str = "everysec", unix_socket: bool = False
+        ) -> RedisServer:
+            return start(RedisServer(persistent=persistent, fsync=fsync, unix_socket=unix_socket))
 
-    yield factory
-    for server in made:
-        server.close()
+        yield factory
 
 
 @pytest.fixture(scope="session")
