@@ -1,5 +1,6 @@
 """Delivery guarantees for python-socketio servers, on pluggable event stores."""
 
+from .emitter import Emitter
 from .errors import (
     ConfigurationError,
     DeliveryError,
@@ -20,6 +21,7 @@ __all__ = [
     "Delivery",
     "ConfigurationError",
     "DeliveryError",
+    "Emitter",
     "Event",
     "EventStore",
     "InvalidArgumentError",

@@ -42,12 +42,11 @@ import socketio
 
 from . import _socketio_internals as internals
 from ._tasks import cancel_and_wait
-from .binary import join_binary, split_binary
 from .dedup import IdempotencyGuard
+from .emitter import RESERVED_EVENTS, RESYNC_EVENT, packet_of, persist_emit
 from .errors import (
     ConfigurationError,
     DeliveryError,
-    InvalidArgumentError,
     InvalidOffsetError,
     OffsetUnavailableError,
     SessionBusyError,
@@ -61,9 +60,6 @@ __all__ = ["RESYNC_EVENT", "Delivery"]
 
 log = logging.getLogger("socketio_delivery")
 
-#: Sent to a client that asked to recover and could not: ``["delivery:resync", {"reason": ...}]``.
-RESYNC_EVENT = "delivery:resync"
-_RESERVED = frozenset({"connect", "disconnect", "connect_error", RESYNC_EVENT})
 _EXPLICIT_DISCONNECTS = frozenset({"client disconnect", "server disconnect"})
 _STORE_UNAVAILABLE = "store unavailable"
 _SESSION_BUSY = "session being recovered elsewhere"
@@ -284,7 +280,7 @@ class Delivery:
         **kwargs: Any,
     ) -> None:
         room = to or room
-        if callback is not None or event in _RESERVED:
+        if callback is not None or event in RESERVED_EVENTS:
             # acked emits carry no offset (as in Node): one client, confirmed by its ack
             await self._manager_emit(
                 event, data, namespace=namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
@@ -296,38 +292,20 @@ class Delivery:
     async def _persist(
         self, event: str, args: list[Any], namespace: str, room: Any, skip_sid: Any, *, explicit: bool
     ) -> str:
-        rooms = () if room is None else (room,) if isinstance(room, str) else tuple(room)
-        exclude = () if skip_sid is None else (skip_sid,) if isinstance(skip_sid, str) else tuple(skip_sid)
         tailer = await self._tailer(namespace)
-        record: dict[str, Any] = {"e": event, "a": args}
-        if explicit:
-            record["x"] = 1
-        try:
-            persisted = await self.store.persist(namespace, record, rooms=rooms, exclude=exclude)
-        except InvalidArgumentError:
-            if not self.sio.packet_class.data_is_binary(args):
-                raise
-            record["a"], record["b"] = split_binary(args)  # only now: the common case pays nothing
-            persisted = await self.store.persist(namespace, record, rooms=rooms, exclude=exclude)
+        persisted = await persist_emit(
+            self.store, namespace, event, args, to=room, skip_sid=skip_sid, explicit=explicit
+        )
         tailer.wake()
         if not await tailer.delivered(persisted.offset, _DELIVERY_WAIT):
             log.warning("event %s is persisted but not yet delivered by this process", persisted.offset)
         return persisted.offset
 
-    @staticmethod
-    def _packet(event: Event) -> list[Any]:
-        """``[name, *args, offset]``: the packet data an event is delivered (and replayed) as."""
-        data = event.data
-        args = data["a"] if "b" not in data else join_binary(data["a"], data["b"])
-        if data.get("x"):
-            args = [{"id": event.offset, "data": args[0] if args else None}]
-        return [data["e"], *args, event.offset]
-
     def _deliverer(self, namespace: str) -> Callable[[Event, list[str]], Awaitable[None]]:
         sent = self._sent.setdefault(namespace, {})
 
         async def deliver(event: Event, held: list[str]) -> None:
-            name, *args = self._packet(event)
+            name, *args = packet_of(event)
             rooms = event.rooms
             room = None if not rooms else rooms[0] if len(rooms) == 1 else list(rooms)
             skip = {*event.exclude, *held} if held else set(event.exclude)
@@ -593,7 +571,7 @@ class Delivery:
                         if event.offset > target:
                             break
                         if wanted(event):
-                            await internals.send_event(sio, eio_sid, namespace, self._packet(event))
+                            await internals.send_event(sio, eio_sid, namespace, packet_of(event))
                             self._sent[namespace][sid] = event.offset
                             sent += 1
                         cursor = event.offset

@@ -1,0 +1,150 @@
+"""How an emit is persisted, and :class:`Emitter`: emits from processes without a Socket.IO server.
+
+An emit is stored as one event of the namespace's stream (the stream is the namespace),
+addressed to its rooms and excluding its skipped sids, with the record
+``{"e": event, "a": [args], "x": 1 (explicit recipe), "b": [binary paths]}``. Every
+``Delivery`` process reads the stream in offset order and sends it to its own clients, so an
+event persisted here reaches every node's clients, live and in replays, exactly like an
+``await sio.emit(...)`` on one of them.
+
+A worker, a cron job or an admin script that shares the store with the servers emits with::
+
+    from socketio_delivery import Emitter
+
+    emitter = Emitter("redis://redis:6379/0")
+    await emitter.emit("score", {"home": 1}, room="match-42")        # like sio.emit
+    await emitter.publish("chat", {"text": "hi"}, room="general")    # like delivery.publish
+    await emitter.close()
+
+This replaces python-socketio's write-only ``AsyncRedisManager``, whose messages would reach
+connected clients only (no offset, no replay).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .binary import join_binary, split_binary
+from .errors import ConfigurationError, InvalidArgumentError
+from .registry import open_store
+from .store import Capability, Event, EventStore
+
+__all__ = ["RESERVED_EVENTS", "RESYNC_EVENT", "Emitter", "packet_of", "persist_emit"]
+
+Target = str | list[str] | tuple[str, ...] | None
+
+#: Sent to a client that asked to recover and could not: ``["delivery:resync", {"reason": ...}]``.
+RESYNC_EVENT = "delivery:resync"
+#: Event names that are never persisted (Socket.IO's own, and ours).
+RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", RESYNC_EVENT})
+
+
+async def persist_emit(
+    store: EventStore,
+    namespace: str,
+    event: str,
+    args: list[Any],
+    *,
+    to: Target = None,
+    skip_sid: Target = None,
+    explicit: bool = False,
+) -> Event:
+    """Persist one emit (``args`` as python-socketio sends them) and return the stored event."""
+    rooms = () if to is None else (to,) if isinstance(to, str) else tuple(to)
+    exclude = () if skip_sid is None else (skip_sid,) if isinstance(skip_sid, str) else tuple(skip_sid)
+    record: dict[str, Any] = {"e": event, "a": args}
+    if explicit:
+        record["x"] = 1
+    try:
+        return await store.persist(namespace, record, rooms=rooms, exclude=exclude)
+    except InvalidArgumentError:
+        stored, paths = split_binary(args)  # only now: the common case pays nothing for it
+        if not paths:
+            raise
+        record["a"], record["b"] = stored, paths
+        return await store.persist(namespace, record, rooms=rooms, exclude=exclude)
+
+
+def packet_of(event: Event) -> list[Any]:
+    """``[name, *args, offset]``: the packet data an event is delivered (and replayed) as."""
+    data = event.data
+    args = data["a"] if "b" not in data else join_binary(data["a"], data["b"])
+    if data.get("x"):
+        args = [{"id": event.offset, "data": args[0] if args else None}]
+    return [data["e"], *args, event.offset]
+
+
+class Emitter:
+    """Persist emits into a store that ``Delivery`` servers in other processes read.
+
+    :param store: a store URL, a config mapping or a store object, as for ``Delivery``; the
+        store must be shared between processes (:attr:`Capability.MULTI_PROCESS`: SQLite on
+        a local file, Redis, MongoDB), since the servers are elsewhere.
+
+    The servers deliver an event within their ``poll_interval`` (50 ms by default). Each
+    method returns the event's offset once it is durable; it raises
+    :class:`~socketio_delivery.StoreError` when the store is down (nothing was sent).
+    """
+
+    def __init__(self, store: str | Mapping[str, Any] | EventStore | None = None) -> None:
+        self._owns_store = not isinstance(store, EventStore)
+        self.store: EventStore = open_store(store)
+        if Capability.MULTI_PROCESS not in self.store.capabilities:
+            raise ConfigurationError(
+                f"{type(self.store).__name__} is not shared between processes: servers elsewhere "
+                "would never see these events (use sio.emit in the server process instead)"
+            )
+        self._opened = False
+
+    async def emit(
+        self,
+        event: str,
+        data: Any = None,
+        *,
+        to: Target = None,
+        room: Target = None,
+        skip_sid: Target = None,
+        namespace: str = "/",
+    ) -> str:
+        """Like ``sio.emit``: ``data`` a tuple for several arguments; returns the offset."""
+        args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
+        return await self._persist(event, args, namespace, to or room, skip_sid, explicit=False)
+
+    async def publish(
+        self,
+        event: str,
+        data: Any,
+        *,
+        to: Target = None,
+        room: Target = None,
+        skip_sid: Target = None,
+        namespace: str = "/",
+    ) -> str:
+        """Like ``delivery.publish``: delivered as ``{"id": offset, "data": data}``; returns the offset."""
+        return await self._persist(event, [data], namespace, to or room, skip_sid, explicit=True)
+
+    async def close(self) -> None:
+        """Close the store (when this emitter opened it)."""
+        if self._opened and self._owns_store:
+            await self.store.close()
+        self._opened = False
+
+    async def __aenter__(self) -> Emitter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _persist(
+        self, event: str, args: list[Any], namespace: str, to: Target, skip_sid: Target, *, explicit: bool
+    ) -> str:
+        if not isinstance(event, str) or not event or event in RESERVED_EVENTS:
+            raise InvalidArgumentError(f"event must be a non-empty string and not reserved, got {event!r}")
+        if not self._opened:
+            await self.store.open()
+            self._opened = True
+        persisted = await persist_emit(
+            self.store, namespace, event, args, to=to, skip_sid=skip_sid, explicit=explicit
+        )
+        return persisted.offset
