@@ -50,15 +50,6 @@ META_STREAM = "chaos-meta"
 log = logging.getLogger("delivery_chaos.server")
 
 
-def delivery_stream(namespace: str) -> str:
-    """The store stream Delivery persists ``namespace``'s emits to."""
-    try:
-        from socketio_delivery.server import stream_name  # type: ignore[attr-defined]
-    except ImportError:
-        return namespace
-    return str(stream_name(namespace))
-
-
 async def read_all(store: EventStore, stream: str) -> list[Any]:
     out: list[Any] = []
     offset: str | None = None
@@ -130,7 +121,7 @@ class ChaosServer:
                 self.sio, store=self.store, recovery_window=self.config["recovery_window"]
             )
             await self.delivery.open()
-            self.stream = delivery_stream(NAMESPACE)
+            self.stream = NAMESPACE  # Delivery's stream of a namespace is the namespace (emitter.py)
 
     async def on_connect(self, sid: str, environ: dict[str, Any], auth: Any) -> None:
         auth = auth if isinstance(auth, dict) else {}
