@@ -10,21 +10,19 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import socketio
+from _serving import ClientFactory, delivery_clients, tag, until
 from socketio_delivery.client import ClientClosedError, DeliveryClient, EmitTimeoutError
 
 pytestmark = pytest.mark.node
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_JS = ROOT / "tests" / "js" / "csr_server.js"
-
-ClientFactory = Callable[..., DeliveryClient]
 
 
 def start_node() -> tuple[subprocess.Popen[str], str]:
@@ -55,33 +53,8 @@ def node_url() -> Iterator[str]:
 
 @pytest.fixture
 async def make_client() -> AsyncIterator[ClientFactory]:
-    clients: list[DeliveryClient] = []
-
-    def make(**options: Any) -> DeliveryClient:
-        options.setdefault("reconnection_delay", 0.05)
-        options.setdefault("randomization_factor", 0)
-        options.setdefault("handle_sigint", False)
-        client = DeliveryClient(**options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        await client.shutdown()
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Wait until ``predicate()`` holds (a hang guard, not a timing assertion)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-def tag() -> str:
-    return uuid.uuid4().hex[:10]
+    async with delivery_clients() as make:
+        yield make
 
 
 async def drop(

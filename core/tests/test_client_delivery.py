@@ -10,22 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 import socketio
-import uvicorn
+from _serving import ClientFactory, delivery_clients, serve_asgi, tag, until
 from socketio_delivery import open_store
 from socketio_delivery.client import RESYNC_EVENT, DeliveryClient, EmitTimeoutError
 
 delivery_module = pytest.importorskip("socketio_delivery.server")
 Delivery = delivery_module.Delivery
 
-ClientFactory = Callable[..., DeliveryClient]
 NAMESPACES = ("/", "/chat")
 
 
@@ -163,27 +161,10 @@ async def serve(store: Any = "memory://") -> AsyncIterator[App]:
     sio = socketio.AsyncServer(async_mode="asgi")
     delivery = Delivery(sio, store=store)
     await delivery.open()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            socketio.ASGIApp(sio),
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            serving.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield build_app(sio, delivery, f"http://127.0.0.1:{port}")
+        async with serve_asgi(socketio.ASGIApp(sio)) as url:
+            yield build_app(sio, delivery, url)
     finally:
-        server.should_exit = True
-        await serving
         await delivery.close()
 
 
@@ -195,36 +176,9 @@ async def app() -> AsyncIterator[App]:
 
 @pytest.fixture
 async def make_client() -> AsyncIterator[ClientFactory]:
-    clients: list[DeliveryClient] = []
-
-    def make(**options: Any) -> DeliveryClient:
-        options.setdefault("reconnection_delay", 0.05)
-        options.setdefault("randomization_factor", 0)
-        options.setdefault("handle_sigint", False)
-        client = DeliveryClient(**options)
-        clients.append(client)
-        return client
-
-    yield make
-    for client in clients:
-        # a long-polling client waits for its pending GET on disconnect (python-socketio's own
-        # behaviour, up to 30 s); the server's shutdown ends that request
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(client.shutdown(), 2)
-
-
-async def until(predicate: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    """Wait until ``predicate()`` holds (a hang guard, not a timing assertion)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-def tag() -> str:
-    return uuid.uuid4().hex[:10]
+    # a long-polling client waits for its pending GET on disconnect; the server's shutdown ends it
+    async with delivery_clients(shutdown_timeout=2) as make:
+        yield make
 
 
 async def drop(

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import socketio
-import uvicorn
+from _serving import serve_asgi, until
 from socketio_delivery.client import DeliveryClient
 
 
@@ -44,25 +44,8 @@ async def plain() -> AsyncIterator[tuple[str, socketio.AsyncServer, dict[str, An
             retried.set()
         return key
 
-    server = uvicorn.Server(
-        uvicorn.Config(
-            socketio.ASGIApp(sio),
-            host="127.0.0.1",
-            port=0,
-            log_level="warning",
-            lifespan="off",
-            timeout_graceful_shutdown=1,
-        )
-    )
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            serving.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}", sio, seen
-    server.should_exit = True
-    await serving
+    async with serve_asgi(socketio.ASGIApp(sio)) as url:
+        yield url, sio, seen
 
 
 async def test_nothing_is_stripped_or_added_without_a_recovery_server(
@@ -75,7 +58,7 @@ async def test_nothing_is_stripped_or_added_without_a_recovery_server(
     try:
         await client.connect(url, auth={"token": "t"})
         await client.emit("emit-to-me", {"event": "two", "args": ["x", "a string last"]})
-        await asyncio.wait_for(_until(lambda: bool(got)), 10)
+        await until(lambda: bool(got), "the event", timeout=10)
         assert got == [("x", "a string last")]
         assert client.offset is None
         assert seen["auth"] == [{"token": "t"}]
@@ -85,8 +68,3 @@ async def test_nothing_is_stripped_or_added_without_a_recovery_server(
     finally:
         with contextlib.suppress(Exception):
             await client.shutdown()
-
-
-async def _until(predicate: Any) -> None:
-    while not predicate():
-        await asyncio.sleep(0.01)

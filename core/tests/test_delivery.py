@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import socket
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 import socketio
-import uvicorn
+from _serving import serve_asgi
 from socketio_delivery import RESYNC_EVENT, Delivery
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class App:
@@ -48,24 +41,15 @@ class App:
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Callable[..., Any]]:
-    servers: list[tuple[uvicorn.Server, asyncio.Task[None], App]] = []
+    async with contextlib.AsyncExitStack() as stack:
 
-    async def start(**options: Any) -> tuple[App, str]:
-        app = App(**options)
-        port = _free_port()
-        config = uvicorn.Config(socketio.ASGIApp(app.sio), host="127.0.0.1", port=port, log_level="warning")
-        server = uvicorn.Server(config)
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.01)
-        servers.append((server, task, app))
-        return app, f"http://127.0.0.1:{port}"
+        async def start(**options: Any) -> tuple[App, str]:
+            app = App(**options)
+            stack.push_async_callback(app.delivery.close)  # after its server stopped
+            url = await stack.enter_async_context(serve_asgi(socketio.ASGIApp(app.sio)))
+            return app, url
 
-    yield start
-    for server, task, app in servers:
-        server.should_exit = True
-        await task
-        await app.delivery.close()
+        yield start
 
 
 class Client:
