@@ -19,6 +19,7 @@ import pytest
 import socketio
 from _serving import ClientFactory, delivery_clients, serve_asgi, tag, until
 from socketio_delivery import open_store
+from socketio_delivery._socketio_internals import drop_transport
 from socketio_delivery.client import RESYNC_EVENT, DeliveryClient, EmitTimeoutError
 
 delivery_module = pytest.importorskip("socketio_delivery.server")
@@ -42,12 +43,7 @@ class App:
 
     async def drop_eio(self, eio_sid: str) -> None:
         """Close the Engine.IO session ``eio_sid`` without a goodbye (what was queued is sent first)."""
-        eio_socket = self.sio.eio._get_socket(eio_sid)
-        if eio_socket.upgraded:
-            eio_socket.queue.put_nowait(None)  # the WebSocket writer ends and closes the socket
-        else:
-            await eio_socket.close(wait=False, abort=True, reason=self.sio.eio.reason.TRANSPORT_CLOSE)
-            eio_socket.queue.put_nowait(None)  # answer the pending long-poll: the client polls again, fails
+        assert await drop_transport(self.sio, eio_sid)
 
 
 def build_app(sio: socketio.AsyncServer, delivery: Any, url: str) -> App:

@@ -205,8 +205,10 @@ async def drop_transport(sio: socketio.AsyncServer, eio_sid: str) -> bool:
         eio_socket = sio.eio._get_socket(eio_sid)
     except KeyError:
         return False
-    if eio_socket.upgraded:
-        eio_socket.queue.put_nowait(None)  # the WebSocket writer ends and closes the WebSocket
-    else:
+    if not eio_socket.upgraded:
         await eio_socket.close(wait=False, abort=True, reason=sio.eio.reason.TRANSPORT_CLOSE)
+    # WebSocket: the writer ends and closes it. Long-polling: the pending GET is answered at
+    # once and the next one is refused (otherwise the client would notice only when the GET
+    # times out, after ping_interval + ping_timeout).
+    eio_socket.queue.put_nowait(None)
     return True
