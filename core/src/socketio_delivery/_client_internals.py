@@ -95,15 +95,7 @@ def check_socketio_compatibility(client_class: type[Any] | None = None) -> None:
         if not hasattr(_packet, const):
             problems.append(f"socketio.packet.{const} is missing")
     if problems:
-        try:
-            installed = version("python-socketio")
-        except PackageNotFoundError:  # pragma: no cover - vendored copies
-            installed = "unknown"
-        raise SocketIOIncompatibleError(
-            f"socketio_delivery.client does not support python-socketio {installed}: "
-            + "; ".join(problems)
-            + ". Supported: python-socketio>=5.18,<5.19."
-        )
+        raise _incompatible("; ".join(problems))
 
 
 def check_client_attributes(client: Any) -> None:
@@ -115,15 +107,18 @@ def check_client_attributes(client: Any) -> None:
     """
     missing = [name for name in CLIENT_ATTRIBUTES if not hasattr(client, name)]
     if missing:
-        try:
-            installed = version("python-socketio")
-        except PackageNotFoundError:  # pragma: no cover - vendored copies
-            installed = "unknown"
-        raise SocketIOIncompatibleError(
-            f"socketio_delivery.client does not support python-socketio {installed}: the client has no "
-            + ", ".join(missing)
-            + ". Supported: python-socketio>=5.18,<5.19."
-        )
+        raise _incompatible("the client has no " + ", ".join(missing))
+
+
+def _incompatible(what: str) -> SocketIOIncompatibleError:
+    try:
+        installed = version("python-socketio")
+    except PackageNotFoundError:  # pragma: no cover - vendored copies
+        installed = "unknown"
+    return SocketIOIncompatibleError(
+        f"socketio_delivery.client does not support python-socketio {installed}: {what}. "
+        "Supported: python-socketio>=5.18,<5.19."
+    )
 
 
 check_socketio_compatibility()

@@ -30,7 +30,7 @@ from .errors import ConfigurationError, InvalidArgumentError
 from .registry import open_store
 from .store import Capability, Event, EventStore
 
-__all__ = ["RESERVED_EVENTS", "RESYNC_EVENT", "Emitter", "packet_of", "persist_emit"]
+__all__ = ["RESERVED_EVENTS", "RESYNC_EVENT", "Emitter", "emit_args", "packet_of", "persist_emit"]
 
 Target = str | list[str] | tuple[str, ...] | None
 
@@ -64,6 +64,12 @@ async def persist_emit(
             raise
         record["a"], record["b"] = stored, paths
         return await store.persist(namespace, record, rooms=rooms, exclude=exclude)
+
+
+def emit_args(data: Any) -> list[Any]:
+    """The argument list of ``emit(event, data)``, as python-socketio reads ``data``: a tuple
+    is several arguments, ``None`` none, anything else one."""
+    return list(data) if isinstance(data, tuple) else [] if data is None else [data]
 
 
 def packet_of(event: Event) -> list[Any]:
@@ -108,8 +114,7 @@ class Emitter:
         namespace: str = "/",
     ) -> str:
         """Like ``sio.emit``: ``data`` a tuple for several arguments; returns the offset."""
-        args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
-        return await self._persist(event, args, namespace, to or room, skip_sid, explicit=False)
+        return await self._persist(event, emit_args(data), namespace, to or room, skip_sid, explicit=False)
 
     async def publish(
         self,

@@ -43,7 +43,7 @@ import socketio
 from . import _socketio_internals as internals
 from ._tasks import cancel_and_wait
 from .dedup import IdempotencyGuard
-from .emitter import RESERVED_EVENTS, RESYNC_EVENT, packet_of, persist_emit
+from .emitter import RESERVED_EVENTS, RESYNC_EVENT, emit_args, packet_of, persist_emit
 from .errors import (
     ConfigurationError,
     DeliveryError,
@@ -286,8 +286,7 @@ class Delivery:
                 event, data, namespace=namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs
             )
             return
-        args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
-        await self._persist(event, args, namespace or "/", room, skip_sid, explicit=False)
+        await self._persist(event, emit_args(data), namespace or "/", room, skip_sid, explicit=False)
 
     async def _persist(
         self, event: str, args: list[Any], namespace: str, room: Any, skip_sid: Any, *, explicit: bool

@@ -79,11 +79,8 @@ class Tailer:
             return True
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append((offset, waiter))
-        try:
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-            return True
-        except asyncio.TimeoutError:
-            return False
+        done, _ = await asyncio.wait((waiter,), timeout=timeout)  # leaves the waiter to _release
+        return bool(done)
 
     def _release(self, everyone: bool = False) -> None:
         position, waiting = self.position, []
