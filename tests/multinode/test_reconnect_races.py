@@ -12,12 +12,19 @@ import asyncio
 import contextlib
 import random
 from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
 
 import pytest
 from mn_balancer import Balancer
 from mn_cluster import AnyClient, Cluster, PyClient, until
 
 Clients = Callable[[str, str], Awaitable[AnyClient]]
+
+
+def py_and_js(*, js_xfail: str) -> Any:
+    """Run a test with the Python client, and with the JS client as a non-strict xfail."""
+    js = pytest.param("js", marks=[pytest.mark.node, pytest.mark.xfail(reason=js_xfail, strict=False)])
+    return pytest.mark.parametrize("kind", ["py", js])
 
 
 @pytest.fixture
@@ -64,23 +71,9 @@ async def test_recovered_socket_keeps_live_delivery_when_the_old_disconnect_ends
 
 @pytest.mark.redis
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "py",
-        pytest.param(
-            "js",
-            marks=[
-                pytest.mark.node,
-                pytest.mark.xfail(
-                    reason="socket.io-client keeps the events of a CONNECT that never came in its "
-                    "receive buffer and re-emits them after the next recovery (client-side; "
-                    "documented in docs/recovery.md, Limits)",
-                    strict=False,
-                ),
-            ],
-        ),
-    ],
+@py_and_js(
+    js_xfail="socket.io-client keeps the events of a CONNECT that never came in its receive buffer "
+    "and re-emits them after the next recovery (client-side; documented in docs/recovery.md, Limits)"
 )
 async def test_a_replay_cut_midway_is_completed_on_another_node_each_event_once(
     cluster: Cluster, lb: Balancer, clients: Clients, room: str, kind: str
@@ -113,23 +106,9 @@ async def test_a_replay_cut_midway_is_completed_on_another_node_each_event_once(
 
 @pytest.mark.redis
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "kind",
-    [
-        "py",
-        pytest.param(
-            "js",
-            marks=[
-                pytest.mark.node,
-                pytest.mark.xfail(
-                    reason="at times a reset lands inside a replay: the JS client then re-emits the "
-                    "events of its failed CONNECT after the next recovery (client-side; "
-                    "docs/recovery.md, Limits)",
-                    strict=False,
-                ),
-            ],
-        ),
-    ],
+@py_and_js(
+    js_xfail="at times a reset lands inside a replay: the JS client then re-emits the events of its "
+    "failed CONNECT after the next recovery (client-side; docs/recovery.md, Limits)"
 )
 async def test_clients_reset_at_any_moment_end_connected_with_every_event_once(
     cluster: Cluster, lb: Balancer, clients: Clients, room: str, kind: str
