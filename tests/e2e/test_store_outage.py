@@ -16,6 +16,25 @@ pytestmark = [pytest.mark.node, pytest.mark.redis]
 AppFactory = Callable[..., DeliveryAppProcess]
 
 
+async def js_client_on_redis(
+    make_app: AppFactory,
+    node: NodeClient,
+    proxy_factory: Callable[[int], Any],
+    redis_server_factory: Callable[..., Any],
+    room: str,
+    *,
+    prefix: str,
+) -> tuple[Any, DeliveryAppProcess, Any, Any]:
+    """A Redis server of its own, an app on it, and a JS client (via a proxy) in ``room`` that got tick 0."""
+    redis = redis_server_factory(persistent=True)
+    app = make_app(store=f"{redis.url}?prefix={prefix}")
+    proxy = await proxy_factory(app.port)
+    first = await connect_js(node, proxy.url, rooms=[room])
+    await emit_numbered(app, [0], room=room)
+    await wait_numbered(node, 0)
+    return redis, app, proxy, first
+
+
 async def test_emits_fail_loudly_while_the_store_is_down_and_work_again_after(
     make_app: AppFactory,
     node: NodeClient,
@@ -23,12 +42,9 @@ async def test_emits_fail_loudly_while_the_store_is_down_and_work_again_after(
     redis_server_factory: Callable[..., Any],
     room: str,
 ) -> None:
-    redis = redis_server_factory(persistent=True)
-    app = make_app(store=f"{redis.url}?prefix=outage")
-    proxy = await proxy_factory(app.port)
-    first = await connect_js(node, proxy.url, rooms=[room])
-    await emit_numbered(app, [0], room=room)
-    await wait_numbered(node, 0)
+    redis, app, proxy, first = await js_client_on_redis(
+        make_app, node, proxy_factory, redis_server_factory, room, prefix="outage"
+    )
 
     redis.stop()
     # `await sio.emit(...)` raises StoreUnavailableError (a StoreError): nothing is sent
@@ -53,12 +69,9 @@ async def test_js_client_reconnecting_while_the_store_is_down_recovers_once_it_i
     redis_server_factory: Callable[..., Any],
     room: str,
 ) -> None:
-    redis = redis_server_factory(persistent=True)
-    app = make_app(store=f"{redis.url}?prefix=outage2")
-    proxy = await proxy_factory(app.port)
-    first = await connect_js(node, proxy.url, rooms=[room])
-    await emit_numbered(app, [0], room=room)
-    await wait_numbered(node, 0)
+    redis, app, proxy, first = await js_client_on_redis(
+        make_app, node, proxy_factory, redis_server_factory, room, prefix="outage2"
+    )
     await app.control("wait_saved", pid=first["pid"])
 
     await go_away(node, proxy)
