@@ -95,6 +95,24 @@ def test_bad_urls_and_options_raise_configuration_error(url: str, options: dict[
         MongoEventStore.from_url(url, **options)
 
 
+VALID_MONGO_OPTIONS = "max_age, max_batch, max_events, prefix, purge_delay, retention_interval, trim_chunk"
+
+
+def test_unknown_option_names_the_valid_ones() -> None:
+    with pytest.raises(
+        ConfigurationError, match=f"unknown option 'bogus'.*valid options: {VALID_MONGO_OPTIONS}$"
+    ):
+        MongoEventStore.from_url("mongodb://h/chat", bogus=1)
+    # in the query string it may be a MongoDB connection option: PyMongo's hint and ours
+    with pytest.raises(
+        ConfigurationError, match=f"Unknown option.*store options: {VALID_MONGO_OPTIONS};"
+    ) as info:
+        MongoEventStore.from_url("mongodb://h/chat?bogusOption=1&maxPoolSize=5")
+    assert "MongoDB connection options" in str(info.value)
+    target = read_url("mongodb://h/chat?maxPoolSize=5&max_events=3", {})  # MongoDB's options still pass
+    assert (target.uri, target.options.max_events) == ("mongodb://h/chat?maxPoolSize=5", 3)
+
+
 def test_objects_that_are_not_async_mongo_clients_are_refused() -> None:
     import pymongo
 

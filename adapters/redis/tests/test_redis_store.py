@@ -97,6 +97,20 @@ def test_bad_urls_are_configuration_errors(url: str) -> None:
         RedisEventStore.from_url(url)
 
 
+VALID_REDIS_OPTIONS = (
+    "cluster, max_age, max_batch, max_events, prefix, retention_interval, retries, scan_count, trim_chunk"
+)
+
+
+def test_unknown_option_names_the_valid_ones() -> None:
+    with pytest.raises(ConfigurationError, match=f"unknown option 'no_such_option'.*{VALID_REDIS_OPTIONS};"):
+        RedisEventStore.from_url("redis://h/0?no_such_option=1")
+    with pytest.raises(ConfigurationError, match=f"unknown option 'no_such_option'.*{VALID_REDIS_OPTIONS}$"):
+        RedisEventStore.from_url("redis://h/0", no_such_option=1)
+    with pytest.raises(ConfigurationError, match=f"unknown option 'no_such_option'.*{VALID_REDIS_OPTIONS}$"):
+        RedisEventStore.from_client(object(), no_such_option=1)
+
+
 def test_store_needs_a_client_or_a_url() -> None:
     with pytest.raises(ConfigurationError):
         RedisEventStore()

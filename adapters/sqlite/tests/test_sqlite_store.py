@@ -99,6 +99,19 @@ def test_bad_urls_and_options_raise_configuration_error(url: str, options: dict[
         SQLiteEventStore.from_url(url, **options)
 
 
+VALID_SQLITE_OPTIONS = (
+    "busy_timeout, max_age, max_batch, max_events, retention_interval, synchronous, trim_chunk"
+)
+
+
+@pytest.mark.parametrize(("url", "options"), [("sqlite:///e.db?nope=1", {}), ("sqlite:///e.db", {"nope": 1})])
+def test_unknown_option_names_the_valid_ones(url: str, options: dict[str, Any]) -> None:
+    with pytest.raises(
+        ConfigurationError, match=f"unknown option 'nope'.*valid options: {VALID_SQLITE_OPTIONS}$"
+    ):
+        SQLiteEventStore.from_url(url, **options)
+
+
 async def test_memory_database_works_without_a_file() -> None:
     store = SQLiteEventStore.from_url("sqlite://:memory:")
     await store.open()

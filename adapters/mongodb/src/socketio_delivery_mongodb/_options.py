@@ -105,7 +105,11 @@ def _check_uri(uri: str) -> None:
     try:
         uri_parser.parse_uri(plain, validate=True, warn=False)
     except (PyMongoConfigurationError, InvalidURI, ValueError) as exc:
-        raise ConfigurationError(f"bad MongoDB URL {redact(uri)!r}: {exc}") from exc
+        hint = ""
+        if str(exc).startswith("Unknown option"):  # PyMongo names only its own options
+            ours = ", ".join(sorted(f.name for f in dataclasses.fields(MongoOptions)))
+            hint = f" (store options: {ours}; other query parameters are MongoDB connection options)"
+        raise ConfigurationError(f"bad MongoDB URL {redact(uri)!r}: {exc}{hint}") from exc
     if scheme == "mongodb+srv" and ("," in rest.split("/", 1)[0] or _has_port(rest)):
         raise ConfigurationError(f"a mongodb+srv:// URL names one host without a port, got {redact(uri)!r}")
 
