@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import metadata
 from typing import Any
 
@@ -229,6 +230,49 @@ def test_register_is_exported_from_the_package() -> None:
         assert "exported" in socketio_delivery.available_schemes()
     finally:
         registry.unregister("exported")
+
+
+# -- extras -----------------------------------------------------------------------------------
+
+ADAPTERS = {
+    "sqlite": "socketio-delivery-sqlite",
+    "redis": "socketio-delivery-redis",
+    "mongodb": "socketio-delivery-mongodb",
+}
+
+
+def extra_requirements(extra: str) -> set[str]:
+    """Names of the distributions ``socketio-delivery[extra]`` adds (from the installed metadata)."""
+    from packaging.requirements import Requirement  # a dependency of pytest
+
+    added = set()
+    for line in metadata.requires("socketio-delivery") or []:
+        requirement = Requirement(line)
+        if requirement.marker is not None and requirement.marker.evaluate({"extra": extra}):
+            added.add(requirement.name)
+    return added
+
+
+def test_the_core_distribution_provides_an_extra_per_adapter_and_all() -> None:
+    extras = set(metadata.metadata("socketio-delivery").get_all("Provides-Extra") or [])
+    assert {"sqlite", "redis", "mongodb", "all"} <= extras
+
+
+@pytest.mark.parametrize("extra", sorted(ADAPTERS))
+def test_each_adapter_extra_requires_its_adapter_distribution(extra: str) -> None:
+    assert extra_requirements(extra) == {ADAPTERS[extra]}
+
+
+def test_the_all_extra_requires_every_adapter() -> None:
+    assert extra_requirements("all") == set(ADAPTERS.values())
+
+
+def test_every_install_hint_names_an_extra_that_exists() -> None:
+    extras = set(metadata.metadata("socketio-delivery").get_all("Provides-Extra") or [])
+    for scheme, hint in registry.INSTALL_HINTS.items():
+        match = re.fullmatch(r"socketio-delivery\[(\w+)\]", hint)
+        assert match is not None, scheme
+        assert match.group(1) in extras, scheme
 
 
 # -- config mappings, options and the environment ---------------------------------------------
