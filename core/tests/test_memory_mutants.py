@@ -97,10 +97,18 @@ class DeletesLeasedClaims(MemoryEventStore):
         return await super().claim_session(key)
 
 
+class IgnoresSaveLease(MemoryEventStore):
+    """Saves a leased record as a free one: a connected client's session can be taken over."""
+
+    async def save_session(self, key: str, record: Any, ttl: float, *, lease: float | None = None) -> None:
+        await super().save_session(key, record, ttl)
+
+
 CASES: list[tuple[type[MemoryEventStore], str]] = [
     (GeneratesThenInserts, "test_no_late_arrivals_under_concurrent_writer_tasks"),
     (ClaimsInTwoSteps, "test_concurrent_claims_have_exactly_one_winner"),
     (DeletesLeasedClaims, "test_leased_claim_hides_the_record_until_the_lease_runs_out"),
+    (IgnoresSaveLease, "test_leased_save_hides_the_record_until_the_lease_runs_out"),
     (ReservesInTwoSteps, "test_concurrent_reserves_have_exactly_one_winner"),
     (HasNoEpoch, "test_offset_from_another_store_is_unavailable"),
     (FetchesInclusive, "test_fetch_since_returns_events_strictly_after_the_offset"),

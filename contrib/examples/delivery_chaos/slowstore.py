@@ -65,9 +65,11 @@ class SlowStore:
     async def trim(self, stream: str | None = None) -> int:
         return await self.inner.trim(stream)
 
-    async def save_session(self, key: str, record: Mapping[str, Any], ttl: float) -> None:
+    async def save_session(
+        self, key: str, record: Mapping[str, Any], ttl: float, *, lease: float | None = None
+    ) -> None:
         await self._nap()
-        await self.inner.save_session(key, record, ttl)
+        await self.inner.save_session(key, record, ttl, lease=lease)
         await self._nap()
 
     async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:

@@ -176,13 +176,19 @@ class MemoryEventStore:
         return dropped
 
     # -- sessions -------------------------------------------------------------------
-    async def save_session(self, key: str, record: Mapping[str, Any], ttl: float) -> None:
+    async def save_session(
+        self, key: str, record: Mapping[str, Any], ttl: float, *, lease: float | None = None
+    ) -> None:
         check_key(key)
         expires = time.monotonic() + check_ttl(ttl)
+        until = None if lease is None else time.monotonic() + check_ttl(lease, "lease")
         if not isinstance(record, Mapping):
             raise InvalidArgumentError("a session record must be a mapping")
         self._sessions[key] = (expires, _json_copy(dict(record), "session record"))
-        self._leases.pop(key, None)
+        if until is None:
+            self._leases.pop(key, None)
+        else:
+            self._leases[key] = until
         self._tick()
 
     async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:

@@ -42,6 +42,11 @@ network) then loses nothing, because the record becomes claimable again when the
 lease runs out. A claim of a leased record raises
 :class:`~socketio_delivery.errors.SessionBusyError`, which tells "someone is
 recovering this session right now, try again soon" apart from "no such session".
+:meth:`~EventStore.save_session` may set such a lease too (``lease=``): the
+process serving a connected client keeps its record saved under a lease that it
+renews, so nobody else can recover a session that is still connected (a ``pid``
+recovers its session once), while the sessions of a process killed with kill -9
+become claimable when their lease runs out.
 
 **Idempotency keys** (processed-once client emits). :meth:`~EventStore.reserve_key`
 atomically inserts a *pending* record with a lease if the key is absent, and
@@ -219,8 +224,23 @@ class EventStore(Protocol):
         """Apply retention now to ``stream`` (or every stream); return how many events went."""
 
     # -- sessions (connection state recovery) -----------------------------------
-    async def save_session(self, key: str, record: Mapping[str, JSON], ttl: float) -> None:
-        """Store ``record`` under ``key`` for ``ttl`` seconds, replacing any earlier record."""
+    async def save_session(
+        self, key: str, record: Mapping[str, JSON], ttl: float, *, lease: float | None = None
+    ) -> None:
+        """Store ``record`` under ``key`` for ``ttl`` seconds, replacing any earlier record.
+
+        Any lease on ``key`` ends. Without ``lease`` the record is claimable at once.
+        With ``lease`` (seconds, > 0) it is stored already leased, exactly as if it
+        had then been claimed with that lease: every claim raises
+        :class:`~socketio_delivery.errors.SessionBusyError` until the lease runs out
+        (then the record is claimable, while its TTL lasts) or ``key`` is saved
+        again. A process that serves a connected client saves its record this way
+        and renews the lease by saving again before it runs out; if the process
+        dies, the client's session becomes claimable when the lease runs out::
+
+            await store.save_session(pid, record, ttl=120, lease=10)  # every few seconds
+            await store.save_session(pid, record, ttl=120)  # on disconnect: claimable now
+        """
 
     async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, JSON] | None:
         """Return the record under ``key`` and take it, atomically; ``None`` if absent or expired.
@@ -229,7 +249,7 @@ class EventStore(Protocol):
         kept but leased: until the lease runs out every claim of ``key`` raises
         :class:`~socketio_delivery.errors.SessionBusyError`, and afterwards the same
         record is claimable again (its own TTL still applies). :meth:`save_session`
-        of ``key`` replaces the record and ends the lease.
+        of ``key`` replaces the record and the lease (with its own ``lease``, if any).
 
         Of several concurrent claims of one key (from any process), at most one
         gets the record; the others get ``None`` (deleted) or raise

@@ -677,15 +677,28 @@ class MongoEventStore:
                 log.warning("%r: retention failed: %s", self, exc)
 
     # -- sessions ----------------------------------------------------------------------------
-    async def save_session(self, key: str, record: Mapping[str, Any], ttl: float) -> None:
+    async def save_session(
+        self, key: str, record: Mapping[str, Any], ttl: float, *, lease: float | None = None
+    ) -> None:
+        """Replace the document of ``key`` (one upserting ``replace_one``).
+
+        Without ``lease`` it has no lease field ``l`` (claimable at once); with ``lease``
+        ``l`` is now + lease, exactly what a leased claim sets::
+
+            await store.save_session(pid, record, 120, lease=10)  # renewed while connected
+        """
         check_key(key)
         seconds = check_ttl(ttl)
+        lease_seconds = None if lease is None else check_ttl(lease, "lease")
         if not isinstance(record, Mapping):
             raise InvalidArgumentError("a session record must be a mapping")
         text = dumps(dict(record), "session record")
         self._check_open()
-        at = time.time() + seconds
-        doc = {"v": text, "x": at, "exp": expiry(at)}
+        now = time.time()
+        at = now + seconds
+        doc: dict[str, Any] = {"v": text, "x": at, "exp": expiry(at)}
+        if lease_seconds is not None:
+            doc["l"] = now + lease_seconds
         try:
             await self._retry_upsert(
                 lambda: self._collection("sessions").replace_one({"_id": key}, doc, upsert=True)

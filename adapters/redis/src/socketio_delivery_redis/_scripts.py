@@ -19,7 +19,9 @@ record's JSON (always an object, so it starts with ``{``), or, while a claim lea
 ``l:<until ms>|<JSON>`` (``until``: server time, ms since the epoch, when the lease runs
 out). The key's own ``PX`` is the record's TTL, kept through a lease (``KEEPTTL``), so a
 lease never outlives the record, and ``save_session`` (a plain ``SET ... PX``) replaces
-the record and ends the lease in one command. Records of earlier versions are plain JSON.
+the record and ends the lease in one command. ``save_session(..., lease=...)`` writes the
+same leased form in one script (:data:`SAVE_LEASED`: ``SET ... PX`` with the lease's end
+taken from the server's clock). Records of earlier versions are plain JSON.
 """
 
 from __future__ import annotations
@@ -27,7 +29,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from hashlib import sha1
 
-__all__ = ["CLAIM", "FETCH", "INLINE_LIMIT", "LAST", "PERSIST", "RELEASE", "RESERVE", "TRIM", "Script"]
+__all__ = [
+    "CLAIM",
+    "FETCH",
+    "INLINE_LIMIT",
+    "LAST",
+    "PERSIST",
+    "RELEASE",
+    "RESERVE",
+    "SAVE_LEASED",
+    "TRIM",
+    "Script",
+]
 
 #: Rooms (or excluded sids) of one event stored as repeated fields up to this many, else as JSON.
 INLINE_LIMIT = 100
@@ -270,6 +283,19 @@ else
   redis.call('DEL', KEYS[1])
 end
 return {'ok', record}
+""",
+)
+
+#: KEYS: session key. ARGV: record JSON, ttl ms, lease ms. Stores the record leased until
+#: now + lease (server time) with the TTL, replacing any record and lease. Returns 1.
+SAVE_LEASED = Script(
+    "save_leased",
+    r"""
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local until_ms = string.format('%.0f', now + tonumber(ARGV[3]))
+redis.call('SET', KEYS[1], 'l:' .. until_ms .. '|' .. ARGV[1], 'PX', ARGV[2])
+return 1
 """,
 )
 

@@ -690,13 +690,28 @@ class RedisEventStore:
         except _DRIVER_ERRORS as exc:
             raise _store_error(exc, doing) from exc
 
-    async def save_session(self, key: str, record: Mapping[str, Any], ttl: float) -> None:
+    async def save_session(
+        self, key: str, record: Mapping[str, Any], ttl: float, *, lease: float | None = None
+    ) -> None:
+        """Store ``record`` for ``ttl`` seconds, claimable at once or leased for ``lease`` seconds.
+
+        One command either way: ``SET ... PX`` without lease, else one script
+        (``_scripts.SAVE_LEASED``) that writes the leased form a claim writes::
+
+            await store.save_session(pid, record, 120, lease=10)  # renewed while connected
+        """
         check_key(key)
         ms = max(1, round(check_ttl(ttl) * 1000))
+        # inf (or any lease past ~30,000 years) is capped: it must stay a finite number of ms.
+        lease_ms = None if lease is None else max(1, round(min(check_ttl(lease, "lease"), 1e12) * 1000))
         if not isinstance(record, Mapping):
             raise InvalidArgumentError("a session record must be a mapping")
         text = _dumps(dict(record), "session record")
-        await self._call("save_session", "set", self._key("session", key), _b(text), px=ms)
+        if lease_ms is None:
+            await self._call("save_session", "set", self._key("session", key), _b(text), px=ms)
+            return
+        keys = (self._key("session", key),)
+        await self._eval(_scripts.SAVE_LEASED, keys, [_b(text), ms, lease_ms], "save_session")
 
     async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:
         """Return the record under ``key`` and take it (one script: see ``_scripts.CLAIM``).

@@ -722,21 +722,31 @@ class SQLiteEventStore:
                 log.warning("%r: retention failed: %s", self, exc)
 
     # -- sessions -------------------------------------------------------------------------
-    async def save_session(self, key: str, record: Mapping[str, Any], ttl: float) -> None:
-        """Upsert the record; this also ends any lease on ``key`` (``leased_until = 0``)."""
+    async def save_session(
+        self, key: str, record: Mapping[str, Any], ttl: float, *, lease: float | None = None
+    ) -> None:
+        """Upsert the record; this also replaces any lease on ``key``.
+
+        ``leased_until`` becomes 0 (claimable at once) or, with ``lease``, now + lease,
+        exactly what a leased claim writes::
+
+            await store.save_session(pid, record, 120, lease=10)  # renewed while connected
+        """
         check_key(key)
         seconds = check_ttl(ttl)
+        lease_seconds = None if lease is None else check_ttl(lease, "lease")
         if not isinstance(record, Mapping):
             raise InvalidArgumentError("a session record must be a mapping")
         text = _dumps(dict(record), "session record")
 
         async def run(now: float) -> None:
             assert self._conn is not None
+            until = 0.0 if lease_seconds is None else now + lease_seconds
             await self._conn.execute(
-                "INSERT INTO sio_sessions (key, record, expires, leased_until) VALUES (?, ?, ?, 0) "
+                "INSERT INTO sio_sessions (key, record, expires, leased_until) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET record = excluded.record, "
-                "expires = excluded.expires, leased_until = 0",
-                (key, text, now + seconds),
+                "expires = excluded.expires, leased_until = excluded.leased_until",
+                (key, text, now + seconds, until),
             )
 
         await self._call(run)

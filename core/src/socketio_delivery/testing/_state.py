@@ -160,6 +160,48 @@ class StateTests(ConformanceBase):
             assert sorted(map(str, got)) == sorted(map(str, [{"key": key}] + ["busy"] * 7)), key
 
     @store_test
+    async def test_leased_save_hides_the_record_until_the_lease_runs_out(self, store: EventStore) -> None:
+        record = {"sid": "abc", "rooms": ["r"], "offset": None}
+        await store.save_session("held", record, 30, lease=SHORT_TTL)
+        await store.save_session("free", {"x": 1}, 30)
+        with pytest.raises(SessionBusyError):
+            await store.claim_session("held")
+        with pytest.raises(SessionBusyError):
+            await store.claim_session("held", lease=30)
+        assert await store.claim_session("free") == {"x": 1}  # keys are independent
+        await asyncio.sleep(TTL_SLEEP)
+        # the saver stopped renewing (it died): the record is claimable, unchanged
+        got = await store.claim_session("held")
+        assert got is not None
+        assert_json_equal(got, record)
+        assert await store.claim_session("held") is None
+
+    @store_test
+    async def test_save_replaces_the_lease_of_a_leased_save(self, store: EventStore) -> None:
+        await store.save_session("k", {"v": 1}, 30, lease=30)
+        with pytest.raises(SessionBusyError):
+            await store.claim_session("k")
+        await store.save_session("k", {"v": 2}, 30)  # no lease: claimable at once
+        assert await store.claim_session("k", lease=30) == {"v": 2}
+        await store.save_session("k", {"v": 3}, 30, lease=30)  # replaces the claim's lease
+        with pytest.raises(SessionBusyError):
+            await store.claim_session("k")
+        await store.save_session("k", {"v": 4}, 30, lease=SHORT_TTL)  # renewed, shorter
+        await asyncio.sleep(TTL_SLEEP)
+        assert await store.claim_session("k") == {"v": 4}
+        assert await store.claim_session("k") is None
+
+    @store_test
+    async def test_leased_save_keeps_its_ttl(self, store: EventStore) -> None:
+        await store.save_session("short", {"v": 1}, SHORT_TTL, lease=30)
+        await store.save_session("long", {"v": 2}, 30, lease=SHORT_TTL)
+        await asyncio.sleep(TTL_SLEEP)
+        assert await store.claim_session("short") is None  # a lease does not outlive the record
+        assert await store.claim_session("long") == {"v": 2}
+        await store.save_session("short", {"v": 3}, 30)
+        assert await store.claim_session("short") == {"v": 3}
+
+    @store_test
     async def test_bad_session_arguments_raise_invalid_argument(self, store: EventStore) -> None:
         for key in BAD_KEYS:
             with pytest.raises(InvalidArgumentError):
@@ -172,6 +214,8 @@ class StateTests(ConformanceBase):
             if ttl is not None:
                 with pytest.raises(InvalidArgumentError):
                     await store.claim_session("k", lease=ttl)
+                with pytest.raises(InvalidArgumentError):
+                    await store.save_session("k", {"v": 1}, 30, lease=ttl)
         not_records: list[Any] = [[1, 2], "text", None, *NOT_JSON]
         for record in not_records:
             with pytest.raises(InvalidArgumentError):

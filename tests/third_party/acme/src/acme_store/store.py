@@ -273,14 +273,19 @@ class AcmeEventStore:
         return await self._run(trim)
 
     # -- sessions -------------------------------------------------------------------------
-    async def save_session(self, key: str, record: Mapping[str, Any], ttl: float) -> None:
+    async def save_session(
+        self, key: str, record: Mapping[str, Any], ttl: float, *, lease: float | None = None
+    ) -> None:
         check_key(key)
-        expires = time.time() + check_ttl(ttl)
+        now = time.time()
+        expires = now + check_ttl(ttl)
+        leased = 0.0 if lease is None else now + check_ttl(lease, "lease")  # 0: claimable at once
         if not isinstance(record, Mapping):
             raise InvalidArgumentError("a session record must be a mapping")
         text = _dumps(dict(record), "session record")
-        sql = "INSERT OR REPLACE INTO sessions (key, record, expires) VALUES (?, ?, ?)"  # ends a lease
-        await self._run(lambda db: self._write(db, lambda: db.execute(sql, (key, text, expires))))
+        sql = "INSERT OR REPLACE INTO sessions (key, record, expires, leased) VALUES (?, ?, ?, ?)"
+        args = (key, text, expires, leased)
+        await self._run(lambda db: self._write(db, lambda: db.execute(sql, args)))
 
     async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:
         check_key(key)
