@@ -470,6 +470,28 @@ async def test_a_lease_taken_by_one_store_object_holds_for_another(opener: Opene
     assert await first.claim_session("k") == {"v": 2}
 
 
+@pytest.mark.mongodb
+async def test_a_leased_save_writes_the_lease_field_with_the_record(opener: Opener) -> None:
+    import time
+
+    first, second = opener(), opener()
+    await asyncio.gather(first.open(), second.open())
+    before = time.time()
+    await first.save_session("k", {"v": 1}, 300, lease=30)
+    doc = await first.database["sio_sessions"].find_one({"_id": "k"})
+    assert doc is not None
+    assert set(doc) == {"_id", "v", "x", "exp", "l"}
+    assert before + 30 <= doc["l"] <= time.time() + 30
+    assert doc["x"] - doc["l"] == pytest.approx(270), "the record's own TTL, from the same clock reading"
+    with pytest.raises(SessionBusyError):
+        await second.claim_session("k")
+    await second.save_session("k", {"v": 2}, 300, lease=30)  # renewed by another store object
+    with pytest.raises(SessionBusyError):
+        await first.claim_session("k", lease=30)
+    await second.save_session("k", {"v": 3}, 300)
+    assert await first.claim_session("k") == {"v": 3}
+
+
 # -- failures ------------------------------------------------------------------------------------------------
 async def test_unreachable_server_raises_store_unavailable() -> None:
     import socket

@@ -387,6 +387,30 @@ async def test_a_leased_session_stays_one_key_with_its_ttl_and_old_records_stay_
         await store.claim_session("inf")
 
 
+async def test_a_leased_save_writes_the_leased_form_with_the_ttl(
+    admin: redis.Redis, store: RedisEventStore
+) -> None:
+    key = f"{store.options.prefix}:session:pid"
+    await store.save_session("pid", {"sid": "live"}, 20, lease=60)
+    value = admin.get(key)
+    assert value is not None
+    until, _, record = value[2:].partition(b"|")
+    assert value.startswith(b"l:"), value
+    assert record == b'{"sid":"live"}'
+    server_ms = admin.time()[0] * 1000
+    assert server_ms < int(until) <= server_ms + 61_000, "the lease runs on the server's clock"
+    assert 0 < admin.pttl(key) <= 20_000, "the record's own ttl"
+    with pytest.raises(SessionBusyError):
+        await store.claim_session("pid")
+    admin.set(key, value.replace(until, b"1000"), px=20_000)  # as if the lease ran out
+    assert await store.claim_session("pid") == {"sid": "live"}
+    await store.save_session("inf", {"a": 1}, 30, lease=float("inf"))
+    with pytest.raises(SessionBusyError):
+        await store.claim_session("inf")
+    await store.save_session("inf", {"a": 2}, 30)
+    assert admin.get(f"{store.options.prefix}:session:inf") == b'{"a":2}'
+
+
 # -- reads and retention ----------------------------------------------------------------------
 async def test_room_filtered_fetch_reads_in_bounded_steps(admin: redis.Redis, server: RedisServer) -> None:
     store = RedisEventStore.from_url(server.url, prefix=prefix(), scan_count=100)

@@ -518,6 +518,29 @@ async def test_file_of_the_previous_version_gains_leases_on_open(opener: Opener,
     assert await first.claim_session("a") == {"n": 3}
 
 
+async def test_a_leased_save_sets_leased_until_in_its_upsert(opener: Opener, tmp_path: Path) -> None:
+    path = tmp_path / "leased-save.db"
+    _make_v1_file(path, {"a": {"n": 1}})  # an old row, replaced by a leased save
+    store, other = opener(path), opener(path)
+    await store.open()
+    await other.open()
+    before = time.time()
+    await asyncio.gather(
+        store.save_session("a", {"n": 2}, 60, lease=30), store.save_session("b", {"n": 3}, 60, lease=30)
+    )
+    with sqlite3.connect(path) as raw:
+        rows = dict(raw.execute("SELECT key, leased_until - expires FROM sio_sessions").fetchall())
+        leased = [r[0] for r in raw.execute("SELECT leased_until FROM sio_sessions")]
+    raw.close()
+    assert all(before + 30 <= until <= time.time() + 30 for until in leased)
+    assert rows == pytest.approx({"a": -30.0, "b": -30.0}), "one clock reading for ttl and lease"
+    for key in ("a", "b"):
+        with pytest.raises(SessionBusyError):
+            await other.claim_session(key)
+    await store.save_session("a", {"n": 4}, 60)
+    assert await other.claim_session("a") == {"n": 4}
+
+
 async def test_processes_racing_to_migrate_an_old_file_then_to_lease_have_one_winner(
     opener: Opener, tmp_path: Path
 ) -> None:

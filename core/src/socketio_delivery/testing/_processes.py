@@ -154,6 +154,11 @@ class ConcurrencyTests(ConformanceBase):
             await one.save_session("k", {"v": 1}, 30)
             assert await two.claim_session("k") == {"v": 1}
             assert await one.claim_session("k") is None
+            await one.save_session("held", {"v": 2}, 30, lease=30)  # a connected client's record
+            with pytest.raises(SessionBusyError):
+                await two.claim_session("held")
+            await one.save_session("held", {"v": 3}, 30)  # it disconnected
+            assert await two.claim_session("held") == {"v": 3}
             assert (await two.reserve_key("op", 30)).state is KeyState.ACQUIRED
             assert (await one.reserve_key("op", 30)).state is KeyState.PENDING
 
