@@ -118,23 +118,32 @@ async def _check(store: EventStore, report: _Report) -> None:
         key = f"socketio-delivery:check:{store.generate_id()}"
         record = {"probe": probe["probe"], "rooms": ["probe"]}
 
-        async def session() -> tuple[Any, Any, Any]:
+        async def claim_or_busy() -> Any:
+            try:
+                return await store.claim_session(key)
+            except SessionBusyError:
+                return "busy"
+
+        async def session() -> tuple[Any, Any, Any, Any]:
             await store.save_session(key, record, 60)
             leased = await store.claim_session(key, lease=30)
-            try:
-                busy: Any = await store.claim_session(key)
-            except SessionBusyError:
-                busy = "busy"
+            busy = await claim_or_busy()
+            await store.save_session(key, record, 60, lease=30)  # saved leased: still hidden
+            held = await claim_or_busy()
             await store.save_session(key, record, 60)  # ends the lease
-            return leased, busy, (await store.claim_session(key), await store.claim_session(key))
+            return leased, busy, held, (await store.claim_session(key), await store.claim_session(key))
 
-        leased, busy, (first, second) = await report.step(
-            "session", session, lambda _: "saved, leased, saved back, claimed once"
+        leased, busy, held, (first, second) = await report.step(
+            "session", session, lambda _: "saved, leased, saved leased, saved back, claimed once"
         )
         if leased != record or busy != "busy":
             raise CheckFailed(
                 f"a leased claim_session returned {leased!r}, then a second claim {busy!r}; "
                 "expected the record, then SessionBusyError"
+            )
+        if held != "busy":
+            raise CheckFailed(
+                f"a claim after save_session(..., lease=30) returned {held!r}; expected SessionBusyError"
             )
         if first != record or second is not None:
             raise CheckFailed(
