@@ -96,6 +96,12 @@ class Client:
         await self.sio.connect(url, auth=self._auth, transports=["websocket"])
         await self.connected.wait()
 
+    async def connect_with(self, url: str, auth: dict[str, Any]) -> None:
+        """Connect presenting ``auth`` (say another client's pid); remembers that pid."""
+        self.pid = auth.get("pid")
+        await self.sio.connect(url, auth=auth, transports=["websocket"])
+        await self.connected.wait()
+
     async def drop(self) -> None:
         """Close the transport without a goodbye; the client reconnects by itself."""
         self.connected.clear()
@@ -180,3 +186,81 @@ async def test_retried_emit_runs_handler_once(serve: Callable[..., Any]) -> None
     assert both[0] == both[1] == {"n": 3, "item": 9}
     assert app.calls == 3
     await client.sio.disconnect()
+
+
+async def _connect_with(url: str, auth: dict[str, Any]) -> Client | None:
+    """A client presenting ``auth`` once (no reconnection); ``None`` when the server turned it away."""
+    client = Client()
+    client.sio.reconnection = False
+    try:
+        await asyncio.wait_for(client.connect_with(url, auth), 5)
+    except (socketio.exceptions.ConnectionError, asyncio.TimeoutError):
+        await client.sio.disconnect()
+        return None
+    return client
+
+
+async def test_a_pid_recovers_its_session_once(serve: Callable[..., Any]) -> None:
+    """While a session is connected (recovered or not), another use of its pid recovers nothing."""
+    app, url = await serve()
+    owner = Client({"room": "r1", "user": "ada"}, reconnection_delay=5.0)
+    await owner.connect(url)
+    sid = owner.sio.get_sid()
+    await app.sio.emit("tick", 0, room="r1")
+    await owner.wait_for(1)
+    stolen = {"pid": owner.pid, "offset": owner.offset}
+
+    assert await _connect_with(url, stolen) is None  # connected: turned away, the owner keeps it
+    assert owner.sio.connected
+    assert app.sio.manager.is_connected(sid, "/")
+
+    await owner.drop()  # away for 5 s: two uses of its pid race for the session
+    for _ in range(500):
+        if not app.sio.manager.is_connected(sid, "/"):
+            break
+        await asyncio.sleep(0.01)
+    await app.sio.emit("tick", 1, room="r1")
+    uses = await asyncio.gather(_connect_with(url, stolen), _connect_with(url, stolen))
+    winners = [c for c in uses if c is not None]
+    assert len(winners) == 1, "exactly one use recovers"
+    winner = winners[0]
+    assert (winner.recovered, winner.sio.get_sid()) == (True, sid)
+    await winner.wait_for(1)
+    assert [data for _, data in winner.received] == [1]
+    assert await _connect_with(url, stolen) is None  # and while it is connected, no third one
+    await winner.sio.disconnect()
+    await owner.sio.disconnect()
+
+
+async def test_a_failed_recovery_does_not_leave_the_session_behind(serve: Callable[..., Any]) -> None:
+    """The client is told to resync with a new session: the old pid must not recover later."""
+    app, url = await serve()
+    owner = Client({"room": "r1"}, reconnection_delay=30.0)
+    await owner.connect(url)
+    sid, pid = owner.sio.get_sid(), owner.pid
+    await app.sio.emit("tick", 0, room="r1")
+    await owner.wait_for(1)
+    assert owner.offset is not None
+    epoch, seq = owner.offset.split("-")
+    unknown = f"{epoch}-{int(seq, 16) + 1000:012x}"  # well-formed, never handed out
+    await owner.drop()  # away for 30 s
+    for _ in range(500):
+        if not app.sio.manager.is_connected(sid, "/"):
+            break
+        await asyncio.sleep(0.01)
+    first = await _connect_with(url, {"pid": pid, "offset": unknown})
+    assert first is not None
+    assert not first.recovered
+    assert first.sio.get_sid() != sid
+    second = await _connect_with(url, {"pid": pid})
+    assert second is not None
+    assert not second.recovered
+    for client in (first, second):
+        for _ in range(500):
+            if client.resyncs:
+                break
+            await asyncio.sleep(0.01)
+    assert first.resyncs == [{"reason": "offset no longer available"}]
+    assert second.resyncs == [{"reason": "unknown, expired or already used session"}]
+    for client in (first, second, owner):
+        await client.sio.disconnect()

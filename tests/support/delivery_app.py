@@ -148,22 +148,25 @@ class TestApp:
         }
 
     async def wait_saved(self, pid: str, namespace: str, timeout: float = 10.0) -> Any:
-        """Wait until the store holds the session of ``pid`` (saved while connected); its record.
+        """Wait until the store holds the session of ``pid`` with its latest changes.
 
-        Reads it with a leased ``claim_session`` and saves it back unchanged (the contract has
-        no plain read); uses :func:`socketio_delivery.recovery.session_key`, an internal of Delivery.
+        Saves pending changes now (``Delivery._flush``), then checks the record is there: a
+        connected session is leased by this process, so a claim of it is busy (the contract
+        has no plain read); uses :func:`socketio_delivery.recovery.session_key`, an internal
+        of Delivery. Returns ``{"leased": True}`` or, for a disconnected one, its record.
         """
         from socketio_delivery import SessionBusyError
         from socketio_delivery.recovery import session_key
 
         delivery = self.require_delivery()
         store, key = delivery.store, session_key(namespace, pid)
+        await delivery._flush()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
                 record = await store.claim_session(key, lease=5.0)
             except SessionBusyError:
-                record = None
+                return {"leased": True}
             if record is not None:
                 await store.save_session(key, record, delivery.recovery_window)
                 return record
@@ -396,6 +399,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any | None, TestApp]:
         options: dict[str, Any] = {
             "recovery_window": args.recovery_window,
             "rerun_connect": not args.no_rerun_connect,
+            "session_lease": args.session_lease,
         }
         if args.idempotency_ttl is not None:
             options["idempotency_ttl"] = args.idempotency_ttl
@@ -500,6 +504,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=["asgi", "aiohttp"], default="asgi")
     parser.add_argument("--redis-manager", default=None, help="AsyncRedisManager URL")
     parser.add_argument("--recovery-window", type=float, default=120.0)
+    parser.add_argument(
+        "--session-lease",
+        type=float,
+        default=3.0,
+        help="Delivery(session_lease=...): short, so clients of a killed node recover soon",
+    )
     parser.add_argument("--idempotency-ttl", type=float, default=None)
     parser.add_argument("--no-rerun-connect", action="store_true", help="Delivery(rerun_connect=False)")
     parser.add_argument(

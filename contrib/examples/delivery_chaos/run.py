@@ -180,6 +180,7 @@ class Cluster:
                     "sid_rate": scenario.sid_rate * share,
                     "all_rate": scenario.all_rate * share,
                     "recovery_window": scenario.recovery_window,
+                    "session_lease": scenario.session_lease,
                     "emit_until": None,
                 }
             )

@@ -52,6 +52,9 @@ class Scenario:
     py_workers: int = 1
     #: seconds a disconnected session can be recovered (Delivery's ``recovery_window``)
     recovery_window: float = 120.0
+    #: seconds a connected session stays locked after its node last renewed it (Delivery's
+    #: ``session_lease``): how long the clients of a killed node wait before they recover
+    session_lease: float = 3.0
     #: seconds to wait for every client to reconnect and receive the final event
     settle_timeout: float = 30.0
     seed: int = 1

@@ -118,7 +118,10 @@ class ChaosServer:
             from socketio_delivery import Delivery
 
             self.delivery = Delivery(
-                self.sio, store=self.store, recovery_window=self.config["recovery_window"]
+                self.sio,
+                store=self.store,
+                recovery_window=self.config["recovery_window"],
+                session_lease=self.config["session_lease"],
             )
             await self.delivery.open()
             self.stream = NAMESPACE  # Delivery's stream of a namespace is the namespace (emitter.py)

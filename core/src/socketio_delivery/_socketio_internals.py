@@ -15,6 +15,7 @@ Public extension points are used where they exist: the manager's ``emit``,
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable, Collection
 from importlib import metadata
@@ -41,6 +42,7 @@ __all__ = [
     "send_connect_error",
     "send_event",
     "serves_namespace",
+    "transport_answers",
 ]
 
 #: The python-socketio releases this module was written and tested against.
@@ -193,6 +195,62 @@ async def local_emit(
         for pkt in packets:
             await sio._send_eio_packet(eio_sid, pkt)
     return [sid for sid, _ in reached]
+
+
+async def disconnect_if_transport_closed(sio: socketio.AsyncServer, eio_sid: str, namespace: str) -> bool:
+    """Disconnect a just-connected socket whose transport closed while its connect was pending.
+
+    python-socketio ignores an Engine.IO disconnect of a socket that is still connecting (its
+    ``_handle_disconnect`` returns for it), which would leave the socket registered, and its
+    session locked as connected, until the server restarts. Call right after
+    ``manager.connect``; returns whether it disconnected it.
+    """
+    eio_socket = sio.eio.sockets.get(eio_sid)
+    if eio_socket is not None and not eio_socket.closing and not eio_socket.closed:
+        return False
+    await sio._handle_disconnect(eio_sid, namespace, sio.reason.TRANSPORT_CLOSE)
+    return True
+
+
+async def transport_answers(sio: socketio.AsyncServer, eio_sid: str, timeout: float) -> bool:
+    """Whether an Engine.IO connection answers a PING with a PONG within ``timeout`` seconds.
+
+    The check Engine.IO's own heartbeat makes every ``ping_interval``, made now: a
+    half-open connection (the peer is gone, the server was not told) does not answer.
+    Watches this one socket's ``receive`` for the PONG (the ping schedule is unchanged);
+    concurrent calls for one socket share one ping.
+    """
+    try:
+        eio_socket = sio.eio._get_socket(eio_sid)
+    except KeyError:
+        return False
+    if eio_socket.closing or eio_socket.closed:
+        return False
+    ping: asyncio.Future[bool] | None = getattr(eio_socket, "_delivery_ping", None)
+    if ping is None:
+        ping = eio_socket._delivery_ping = asyncio.ensure_future(_ping(eio_socket, timeout))
+    return await asyncio.shield(ping)
+
+
+async def _ping(eio_socket: Any, timeout: float) -> bool:
+    answered = asyncio.Event()
+    receive = eio_socket.receive
+
+    async def watch(pkt: Any) -> None:
+        if pkt.packet_type == eio_packet.PONG:
+            answered.set()
+        await receive(pkt)
+
+    eio_socket.receive = watch
+    try:
+        await eio_socket.send(eio_packet.Packet(eio_packet.PING))
+        await asyncio.wait_for(answered.wait(), timeout)
+        return True
+    except (asyncio.TimeoutError, OSError):
+        return False
+    finally:
+        del eio_socket.receive  # back to the class's method
+        del eio_socket._delivery_ping
 
 
 async def drop_transport(sio: socketio.AsyncServer, eio_sid: str) -> bool:

@@ -75,6 +75,10 @@ _CLAIM_RETRY_DELAYS = (0.1, 0.3)
 #: seconds a claimed session stays hidden from other claims unless saved back sooner: the
 #: longest a client waits when the process recovering it died between claim and save
 _CLAIM_LEASE = 5.0
+_UNKNOWN_SESSION = "unknown, expired or already used session"
+#: how long the old connection of a session connected here has to answer a ping when its
+#: pid is presented again (no answer: it is half-open, and is closed for the reconnect)
+_PING_WAIT = 1.5
 
 Identity = Callable[[str, str], "str | Awaitable[str]"]
 
@@ -91,6 +95,10 @@ class Delivery:
         ``maxDisconnectionDuration``; default 2 minutes).
     :param rerun_connect: run the app's connect handler again for a recovered socket
         (``delivery.recovered(sid)`` tells it apart). ``False`` skips it.
+    :param session_lease: seconds a connected session stays locked in the store after this
+        process last renewed it (every third of it): nobody can recover a session that is
+        still connected, and the clients of a process killed without a goodbye wait at most
+        this long before another process recovers them.
     :param poll_interval: seconds between reads of a store other processes write to;
         emits of this process are delivered at once.
     :param page_size: events per store read (live delivery and replay).
@@ -108,6 +116,7 @@ class Delivery:
         *,
         recovery_window: float = 120.0,
         rerun_connect: bool = True,
+        session_lease: float = 15.0,
         poll_interval: float = 0.05,
         page_size: int = DEFAULT_PAGE_SIZE,
         idempotency_key: str | None = "idempotencyKey",
@@ -121,6 +130,7 @@ class Delivery:
             raise ConfigurationError("Delivery needs always_connect=False (the CONNECT reply comes last)")
         seconds = {
             "recovery_window": recovery_window,
+            "session_lease": session_lease,
             "poll_interval": poll_interval,
             "idempotency_ttl": idempotency_ttl,
         }
@@ -138,6 +148,7 @@ class Delivery:
         self.store: EventStore = open_store(store)
         self.recovery_window = float(recovery_window)
         self.rerun_connect = rerun_connect
+        self.session_lease = float(session_lease)
         self.page_size = page_size
         self._poll = poll_interval if Capability.MULTI_PROCESS in self.store.capabilities else None
         self._identity = identity
@@ -342,7 +353,9 @@ class Delivery:
             await internals.drop_transport(sio, eio_sid)
             return
         if failure is not None:
-            log.info("connection to %s did not recover: %s", namespace, failure)
+            # Bad input is worth a warning; an expired session or a trimmed offset is routine.
+            level = logging.WARNING if failure.startswith("malformed") else logging.INFO
+            log.log(level, "connection to %s did not recover: %s", namespace, failure)
 
         attempt = self._attempts.get(old.key) if old is not None else None
         try:
@@ -410,6 +423,8 @@ class Delivery:
             else:
                 await internals.send_connect(sio, eio_sid, namespace, {"sid": sid, "pid": state.pid})
                 await manager.connect(sid, namespace)
+            if await internals.disconnect_if_transport_closed(sio, eio_sid, namespace):
+                return  # its disconnect saved the session as disconnected: the client comes back
             if state.recovery_failed is not None:
                 await internals.send_event(
                     sio, eio_sid, namespace, [RESYNC_EVENT, {"reason": state.recovery_failed}]
@@ -455,7 +470,9 @@ class Delivery:
             return None, None, _STORE_UNAVAILABLE
         old = SessionState.from_record(record, namespace, request.pid) if record is not None else None
         if old is None:
-            return None, None, "unknown, expired or already used session"
+            if record is not None:
+                await self._forget(key)  # leased by this claim until now
+            return None, None, _UNKNOWN_SESSION
         attempt = self._attempts[key] = asyncio.Event()
         start = old.offset
         if request.offset is not None and request.offset > start:
@@ -473,13 +490,16 @@ class Delivery:
         if failure is None:
             if old.sent:
                 self._sent.setdefault(namespace, {})[old.sid] = old.sent
-            # Back in the store at once: should this process die during the replay, the client
-            # recovers elsewhere (replaying from its own offset, so nothing twice).
-            await self._put_back(old)
+            # Locked for this process at once, for as long as a connected session: should it
+            # die during the replay, the client recovers elsewhere once the lease runs out
+            # (replaying from its own offset, so nothing twice).
+            await self._put_back(old, lease=self.session_lease)
             return old, start, None
         self._end_attempt(key, attempt)
         if failure == _STORE_UNAVAILABLE:
             await self._put_back(old)
+        else:  # the client starts over with a new session: this one must not come back
+            await self._forget(key)
         return None, None, failure
 
     async def _claim_record(self, key: str) -> dict[str, Any] | None:
@@ -491,8 +511,12 @@ class Delivery:
         still holds the record: it waits for that attempt (which then recovered or put the
         record back) instead of losing the session. A record leased elsewhere is tried
         again twice within 0.4 s (kept short: python-socketio's client waits 1 s for a
-        CONNECT reply); then :class:`SessionBusyError` propagates.
+        CONNECT reply); then :class:`SessionBusyError` propagates. A session that is still
+        connected is leased too (by the process serving it): a second use of its pid
+        recovers nothing while it lasts; a client whose old connection is not closed yet
+        (half-open) retries until the server notices and saves it as disconnected.
         """
+        pinged = False
         for delay in (*_CLAIM_RETRY_DELAYS, None):
             pending = self._attempts.get(key)
             if pending is not None:
@@ -504,8 +528,30 @@ class Delivery:
                 if delay is None:
                     raise
             if pending is None and key not in self._attempts:
+                if not pinged:
+                    pinged = True
+                    if await self._close_if_silent(key):
+                        continue  # its disconnect saved the session: claim it now
                 await asyncio.sleep(delay)
         return None
+
+    async def _close_if_silent(self, key: str) -> bool:
+        """Close the connection of session ``key`` in this process if it does not answer a ping.
+
+        A client whose connection broke without the server noticing (half-open: a phone
+        changed networks) comes back before the server's ping timeout. Its old connection
+        does not answer: closing it saves the session for the reconnect. A connection that
+        answers keeps its session, and the other use of its pid recovers nothing.
+        """
+        state = next((s for s in self._states.values() if s.key == key and not s.superseded), None)
+        eio_sid = None if state is None else self.sio.manager.eio_sid_from_sid(state.sid, state.namespace)
+        if state is None or eio_sid is None:
+            return False
+        if await internals.transport_answers(self.sio, eio_sid, _PING_WAIT):
+            return False
+        log.info("%s on %s: the old connection did not answer a ping; closed it", state.sid, state.namespace)
+        await internals.drop_transport(self.sio, eio_sid)
+        return True
 
     def _end_attempt(self, key: str, attempt: asyncio.Event) -> None:
         attempt.set()
@@ -522,12 +568,20 @@ class Delivery:
             return _replay_failure(exc)
         return None
 
-    async def _put_back(self, old: SessionState) -> None:
-        """Return a claimed session that could not be resumed for a reason that may pass."""
+    async def _put_back(self, old: SessionState, *, lease: float | None = None) -> None:
+        """Save a claimed session back: claimable, or locked for this process with ``lease``."""
         try:
-            await self.store.save_session(old.key, old.record(), self.recovery_window)
+            await self.store.save_session(old.key, old.record(), self.recovery_window, lease=lease)
         except DeliveryError as exc:
             log.error("could not return the session of %s to the store: %s", old.sid, exc)
+
+    async def _forget(self, key: str) -> None:
+        """Delete a session record this process holds (a lease of its own makes claims busy)."""
+        try:
+            await self.store.save_session(key, {}, self.recovery_window)
+            await self.store.claim_session(key)
+        except DeliveryError as exc:
+            log.error("could not delete a session record: %s", exc)
 
     async def _abandon(self, state: SessionState, tailer: Tailer, old: SessionState | None) -> None:
         """Undo a connect the app refused (or failed): a claimed session stays recoverable."""
@@ -603,9 +657,10 @@ class Delivery:
         self, original: Callable[..., Awaitable[Any]], event: str, namespace: str, *args: Any
     ) -> Any:
         if event == "disconnect":
-            result = await original(event, namespace, *args)
+            # Saved first: the client may be reconnecting already, and until this save its
+            # session is locked as connected (the app's handler may take a while).
             await self._on_disconnect(namespace, args[0], args[1] if len(args) > 1 else None)
-            return result
+            return await original(event, namespace, *args)
         guard = self._guard
         if guard is None or event == "connect" or len(args) < 2:
             return await original(event, namespace, *args)
@@ -629,20 +684,12 @@ class Delivery:
             return
         if state.sid in self._sent.get(namespace, {}):
             state.sent = self._sent[namespace].pop(state.sid)
-        explicit = reason in _EXPLICIT_DISCONNECTS and not self._closing
-        try:
-            if not explicit:
-                # Overwrite, never delete-then-write: the record must stay claimable for a
-                # reconnect that races this disconnect (clients come back within milliseconds).
-                await self._save(state)
-                return
-            current = await self.store.claim_session(state.key)
-            if current is not None and current.get("token") != state.token:
-                await self.store.save_session(state.key, current, self.recovery_window)  # a newer owner's
-        except SessionBusyError:
-            pass  # a reconnect is recovering it: it is a newer owner's
-        except DeliveryError as exc:
-            log.error("could not update the session of %s: %s", sid, exc)
+        if reason not in _EXPLICIT_DISCONNECTS or self._closing:
+            # Saved without a lease: claimable by the reconnect (which may be racing this
+            # disconnect: clients come back within milliseconds).
+            await self._save(state)
+        else:
+            await self._forget(state.key)  # ended for good, as in Node
 
     # -- session records --------------------------------------------------------------------
     async def _session_data(self, sid: str, namespace: str) -> Any:
@@ -660,13 +707,20 @@ class Delivery:
         return data
 
     async def _save(self, state: SessionState) -> None:
+        """Save a session: locked for this process while it is connected here, else claimable."""
         state.data = await self._session_data(state.sid, state.namespace)
         state.sent = self._sent.get(state.namespace, {}).get(state.sid, state.sent)
         tailer = self._tailers.get(state.namespace)
         if tailer is not None:
             state.position = tailer.position
+        connected = not self._closing and self._states.get((state.namespace, state.sid)) is state
         try:
-            await self.store.save_session(state.key, state.record(), self.recovery_window)
+            await self.store.save_session(
+                state.key,
+                state.record(),
+                self.recovery_window,
+                lease=self.session_lease if connected else None,
+            )
         except DeliveryError as exc:
             log.error("could not save the session of %s: %s", state.sid, exc)
 
@@ -677,8 +731,8 @@ class Delivery:
             await asyncio.gather(*(self._save(state) for state in states[i : i + 64]))
 
     async def _save_loop(self) -> None:
-        """Save changed sessions promptly, and refresh all of them well within their TTL."""
-        refresh = self.recovery_window / 4
+        """Save changed sessions promptly; renew all of them well within their TTL and lease."""
+        refresh = min(self.recovery_window / 4, self.session_lease / 3)
         loop = asyncio.get_running_loop()
         next_refresh = loop.time() + refresh
         while not self._closing:
