@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import socketio
 from socketio_delivery import ConfigurationError, Delivery
@@ -44,6 +46,14 @@ def test_an_unknown_option_in_the_config_names_the_valid_ones() -> None:
         Delivery(server(), {"url": "memory://", "options": {"nope": 1}})
 
 
-def test_no_store_and_no_environment_says_what_to_set() -> None:
-    with pytest.raises(ConfigurationError, match="SOCKETIO_DELIVERY_STORE_URL"):
-        Delivery(server())
+async def test_no_store_and_no_environment_means_sqlite_events_db(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    delivery = Delivery(server())
+    try:
+        await delivery.open()
+        assert type(delivery.store).__name__ == "SQLiteEventStore"
+    finally:
+        await delivery.close()
+    assert (tmp_path / "events.db").exists()

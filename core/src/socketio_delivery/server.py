@@ -35,6 +35,7 @@ import contextlib
 import inspect
 import json
 import logging
+import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -42,6 +43,7 @@ import socketio
 
 from . import _socketio_internals as internals
 from ._tasks import cancel_and_wait
+from .config import ENV_STORE_URL
 from .dedup import IdempotencyGuard
 from .emitter import RESERVED_EVENTS, RESYNC_EVENT, emit_args, packet_of, persist_emit
 from .errors import (
@@ -56,7 +58,11 @@ from .registry import open_store
 from .store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Capability, Event, EventStore, new_id
 from .tailer import Tailer
 
-__all__ = ["RESYNC_EVENT", "Delivery"]
+__all__ = ["DEFAULT_STORE_URL", "RESYNC_EVENT", "Delivery"]
+
+#: The store of a ``Delivery`` given none, when ``SOCKETIO_DELIVERY_STORE_URL`` is not set
+#: either: the embedded SQLite store, in ``events.db`` in the working directory.
+DEFAULT_STORE_URL = "sqlite:///events.db"
 
 log = logging.getLogger("socketio_delivery")
 
@@ -90,7 +96,8 @@ class Delivery:
         including ``AsyncRedisManager``). Its ``always_connect`` must be ``False``.
     :param store: a store URL (``"sqlite:///events.db"``), a config mapping
         (``{"url": ..., "options": {...}}``), an :class:`~socketio_delivery.EventStore`
-        object, or ``None`` to read ``SOCKETIO_DELIVERY_STORE_URL``.
+        object, or ``None`` to read ``SOCKETIO_DELIVERY_STORE_URL`` (when that is not set
+        either: :data:`DEFAULT_STORE_URL`, ``sqlite:///events.db``).
     :param recovery_window: seconds a disconnected session can be recovered (Node's
         ``maxDisconnectionDuration``; default 2 minutes).
     :param rerun_connect: run the app's connect handler again for a recovered socket
@@ -145,6 +152,8 @@ class Delivery:
             raise ConfigurationError(f"page_size must be an int from 1 to {MAX_PAGE_SIZE}, got {page_size!r}")
         self.sio = sio
         self._owns_store = not isinstance(store, EventStore)
+        if store is None and not os.environ.get(ENV_STORE_URL):
+            store = DEFAULT_STORE_URL
         self.store: EventStore = open_store(store)
         self.recovery_window = float(recovery_window)
         self.rerun_connect = rerun_connect
