@@ -521,9 +521,9 @@ class Delivery:
         record back) instead of losing the session. A record leased elsewhere is tried
         again twice within 0.4 s (kept short: python-socketio's client waits 1 s for a
         CONNECT reply); then :class:`SessionBusyError` propagates. A session that is still
-        connected is leased too (by the process serving it): a second use of its pid
-        recovers nothing while it lasts; a client whose old connection is not closed yet
-        (half-open) retries until the server notices and saves it as disconnected.
+        connected is leased too (by the process serving it), so another use of its pid
+        recovers nothing; when that connection is in this process and does not answer a
+        ping (half-open), it is closed and the session claimed for the reconnect.
         """
         pinged = False
         for delay in (*_CLAIM_RETRY_DELAYS, None):
