@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Installs the servers the test suite starts itself (Redis from Debian's packages).
+# Installs the servers the test suite starts itself (Redis from Debian's packages) and openssl,
+# which makes the throwaway certificate of the TLS (rediss://) test.
 # SecantusDB, the MongoDB-compatible server, is a Python package in the dev group.
 set -euo pipefail
+if ! command -v openssl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends openssl
+fi
 if ! command -v redis-server >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -q

@@ -13,9 +13,10 @@ Fixtures:
 ``redis_server_url``      its URL, ``redis://127.0.0.1:PORT/0``.
 ``redis_url``             per test: the shared server's URL with a new key prefix
                           (``redis://127.0.0.1:PORT/0?prefix=t-<hex>``): a new, empty store.
-``redis_server_factory``  ``factory(persistent=True, fsync="everysec", unix_socket=False)``
-                          starts a private server for tests that stop, kill or flush it;
-                          all are stopped at session end.
+``redis_server_factory``  ``factory(persistent=True, fsync="everysec", unix_socket=False,
+                          tls=False)`` starts a private server for tests that stop, kill or
+                          flush it (``tls=True``: TLS only, see :class:`RedisServer`); all are
+                          stopped at session end.
 ``redis_cluster``         a three-primary Redis Cluster (:class:`RedisClusterNodes`, ``.url``
                           is the first node's ``redis://`` URL), started on first use.
 """
@@ -26,12 +27,14 @@ import os
 import random
 import shutil
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import NoReturn
+from urllib.parse import quote
 
 import pytest
 from processes import ChildProcess, closing_children, free_port
@@ -60,6 +63,31 @@ def _free_cluster_port() -> int:
     raise RuntimeError("no free port pair for a Redis cluster node")
 
 
+def _self_signed_certificate(directory: str) -> tuple[str, str]:
+    """A throwaway certificate for 127.0.0.1 (its own CA) and its key: ``(cert, key)`` paths.
+
+    Made with the ``openssl`` command (``make services`` installs it). The address is in
+    the subject alternative name, so clients can keep checking the host name.
+    """
+    cert, key = os.path.join(directory, "tls.crt"), os.path.join(directory, "tls.key")
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.fail(
+            "openssl is not installed: run `make services` (scripts/install-services.sh)", pytrace=False
+        )
+    args = [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    args += ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-days", "1"]
+    made = subprocess.run(
+        [*args, "-keyout", key, "-out", cert],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if made.returncode != 0:
+        pytest.fail(f"openssl could not make a test certificate:\n{made.stderr}", pytrace=False)
+    return cert, key
+
+
 def _redis_server() -> str:
     found = shutil.which("redis-server")
     if found is None:
@@ -84,7 +112,9 @@ class RedisServer(ChildProcess):
     ``persistent``: append-only file on (else no persistence at all: a restart loses
     everything, like a cache-only Redis). ``fsync``: ``appendfsync`` (``always`` makes
     every write survive SIGKILL). ``unix_socket``: also listen on ``.unix_socket``
-    (``.unix_url`` is ``unix://PATH?db=0``).
+    (``.unix_url`` is ``unix://PATH?db=0``). ``tls``: TLS only (``--port 0 --tls-port PORT``,
+    no client certificates) with a throwaway self-signed certificate for 127.0.0.1;
+    ``.url`` is then ``rediss://127.0.0.1:PORT/0?ssl_ca_certs=CERT`` (``.ca_file``: CERT).
     """
 
     start_timeout = _START_TIMEOUT
@@ -98,6 +128,7 @@ class RedisServer(ChildProcess):
         fsync: str = "everysec",
         unix_socket: bool = False,
         cluster: bool = False,
+        tls: bool = False,
         executable: str | None = None,
     ) -> None:
         self.executable: str = executable or _redis_server()
@@ -106,12 +137,22 @@ class RedisServer(ChildProcess):
         self.cluster = cluster
         self.dir = tempfile.mkdtemp(prefix="sd-redis-")
         self.unix_socket = os.path.join(self.dir, "redis.sock") if unix_socket else None
+        self.tls: tuple[str, str] | None = _self_signed_certificate(self.dir) if tls else None
         port = _free_cluster_port() if cluster else free_port()
         super().__init__(port=port, log_path=os.path.join(self.dir, "redis.log"))
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={quote(self.tls[0], safe='')}"
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def ca_file(self) -> str:
+        """The certificate clients trust (a TLS server's own, self-signed)."""
+        if self.tls is None:
+            raise ValueError("this server was started without tls=True")
+        return self.tls[0]
 
     @property
     def unix_url(self) -> str:
@@ -120,7 +161,13 @@ class RedisServer(ChildProcess):
         return f"unix://{self.unix_socket}?db=0"
 
     def command(self) -> list[str]:
-        args = [self.executable, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", self.dir]
+        args = [self.executable, "--bind", "127.0.0.1", "--dir", self.dir]
+        if self.tls is not None:
+            cert, key = self.tls
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", cert]
+            args += ["--tls-key-file", key, "--tls-ca-cert-file", cert, "--tls-auth-clients", "no"]
+        else:
+            args += ["--port", str(self.port)]
         args += ["--save", "", "--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"]
         args += ["--logfile", self.log_path]
         if self.persistent:
@@ -147,10 +194,14 @@ class RedisServer(ChildProcess):
 
     def ping(self) -> bool:
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as raw:
+                sock = raw
+                if self.tls is not None:
+                    context = ssl.create_default_context(cafile=self.tls[0])
+                    sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
                 sock.sendall(b"PING\r\n")
                 return sock.recv(64).startswith(b"+PONG")
-        except OSError:
+        except OSError:  # ssl.SSLError is one
             return False
 
 
@@ -272,13 +323,14 @@ class RedisSentinel(ChildProcess):
 
 @pytest.fixture(scope="session")
 def redis_server_factory() -> Iterator[Callable[..., RedisServer]]:
-    """``factory(persistent=True, ...)``: a new, started private server, stopped at session end."""
+    """``factory(persistent=True, tls=False, ...)``: a new, started private server, stopped at session end."""
     with closing_children() as start:
 
         def factory(
-            *, persistent: bool = True, fsync: str = "everysec", unix_socket: bool = False
+            *, persistent: bool = True, fsync: str = "everysec", unix_socket: bool = False, tls: bool = False
         ) -> RedisServer:
-            return start(RedisServer(persistent=persistent, fsync=fsync, unix_socket=unix_socket))
+            server = RedisServer(persistent=persistent, fsync=fsync, unix_socket=unix_socket, tls=tls)
+            return start(server)
 
         yield factory
 

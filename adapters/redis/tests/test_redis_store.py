@@ -662,3 +662,76 @@ async def test_a_burst_of_calls_waits_for_a_pooled_connection(redis_url: str) ->
         assert await store.claim_session("s299") == {"i": 299}
     finally:
         await store.close()
+
+
+# -- TLS and the reply parser ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tls_server(redis_server_factory: Callable[..., RedisServer]) -> RedisServer:
+    """A TLS-only redis-server (``--port 0 --tls-port N``) with a throwaway self-signed certificate."""
+    return redis_server_factory(persistent=False, tls=True)
+
+
+async def test_rediss_url_with_a_ca_file(tls_server: RedisServer) -> None:
+    """``rediss://`` end to end: the CA comes from ``ssl_ca_certs``, host names are checked."""
+    tls_server.start()
+    url = f"rediss://127.0.0.1:{tls_server.port}/0?ssl_ca_certs={tls_server.ca_file}&prefix={prefix()}"
+    store = open_store(url)
+    assert isinstance(store, RedisEventStore)
+    await store.open()
+    try:
+        connection = await store._client.connection_pool.get_connection()
+        try:
+            assert isinstance(connection, aioredis.SSLConnection)
+            assert connection.check_hostname is True  # redis-py's default, kept
+        finally:
+            await store._client.connection_pool.release(connection)
+        events = [await store.persist("/", {"i": i}, rooms=["r"] if i % 2 else ["q"]) for i in range(4)]
+        assert_same_events(await store.fetch_since("/", None), events)
+        assert_same_events(
+            await store.fetch_since("/", events[0].offset, rooms=["r"]), [events[1], events[3]]
+        )
+        await store.save_session("pid", {"sid": "s1"}, 30)
+        assert await store.claim_session("pid", lease=30) == {"sid": "s1"}
+        with pytest.raises(SessionBusyError):
+            await store.claim_session("pid")
+        await store.save_session("pid", {"sid": "s2"}, 30)
+        assert await store.claim_session("pid") == {"sid": "s2"}
+    finally:
+        await store.close()
+
+
+async def test_rediss_without_the_ca_is_refused(tls_server: RedisServer) -> None:
+    """The certificate is verified: a self-signed server without its CA is not trusted
+    (unless ``ssl_cert_reqs=none`` turns verification off)."""
+    tls_server.start()
+    url = f"rediss://127.0.0.1:{tls_server.port}/0?prefix={prefix()}&retries=0"
+    with pytest.raises(StoreUnavailableError, match="CERTIFICATE_VERIFY_FAILED"):
+        await open_store(url).open()
+    unverified = open_store(f"{url}&ssl_cert_reqs=none")  # verification off: test setups only
+    await unverified.open()
+    try:
+        await unverified.persist("/", 1)
+    finally:
+        await unverified.close()
+
+
+async def test_connections_use_hiredis_when_it_is_installed(
+    server: RedisServer, tls_server: RedisServer
+) -> None:
+    from redis.utils import HIREDIS_AVAILABLE
+
+    if not HIREDIS_AVAILABLE:
+        pytest.skip("hiredis is not installed (it is in the dev lock): redis-py parses in Python")
+    for url in (server.url, tls_server.url):
+        store = open_store(f"{url}{'&' if '?' in url else '?'}prefix={prefix()}")
+        await store.open()
+        try:
+            pool = store._client.connection_pool
+            connection = await pool.get_connection()
+            try:
+                assert "Hiredis" in type(connection._parser).__name__, type(connection._parser)
+            finally:
+                await pool.release(connection)
+            await store.persist("/", 1)  # and it works through that parser
+        finally:
+            await store.close()
