@@ -7,6 +7,7 @@ strings, sent over a raw WebSocket or with the stock clients.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -152,3 +153,73 @@ async def test_explicit_recipe_with_a_malformed_or_foreign_offset_gets_resync_an
         sent = await app.control("publish", event="chat", room=room, data={"i": 1})
         event = await client.wait_event("chat")  # and it is not held back from live events
         assert event["args"][0] == {"id": sent["offset"], "data": {"i": 1}}
+
+
+def warnings_of(app: DeliveryAppProcess, reason: str) -> int:
+    """How many times the app logged, at WARNING, that a connection did not recover for ``reason``."""
+    return app.log_tail(100_000_000).count(
+        f"WARNING socketio_delivery: connection to / did not recover: {reason}"
+    )
+
+
+async def wait_warnings(app: DeliveryAppProcess, reason: str, count: int) -> None:
+    """Wait until the app logged ``count`` such warnings (a hang guard: the line precedes the reply)."""
+    for _ in range(1000):
+        if warnings_of(app, reason) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"no WARNING 'did not recover: {reason}' in the app log:\n{app.log_tail()}")
+
+
+JS_MALFORMED: list[tuple[dict[str, Any], str]] = [
+    ({"pid": {"$gt": ""}}, "malformed pid"),
+    ({"pid": 12345}, "malformed pid"),
+    ({"pid": "x" * 100_000}, "malformed pid"),
+    ({"pid": PID, "offset": {"$gt": ""}}, "malformed offset"),
+    ({"pid": PID, "offset": "9" * 100_000}, "malformed offset"),
+    ({"pid": PID, "offset": 42}, "malformed offset"),
+    ({"offset": {"$gt": ""}}, "malformed offset"),  # the explicit recipe's field
+]
+
+
+@pytest.mark.node
+async def test_js_client_malformed_recovery_fields_are_logged_as_warnings(
+    use_app: AppFactory, node: NodeClient, room: str
+) -> None:
+    """socket.io-client sends what ``auth`` holds: a new session, a resync, and a WARNING line each."""
+    app = use_app()
+    for i, (fields, reason) in enumerate(JS_MALFORMED):
+        name = f"bad{i}"
+        before = warnings_of(app, reason)
+        await node.connect(app.url, name=name, auth={"rooms": [room], **fields})
+        connected = await node.wait_connect(name)
+        assert connected["recovered"] is False
+        assert connected["pid"] not in (None, PID)
+        resync = await node.wait_event("delivery:resync", name)
+        assert resync["args"] == [{"reason": reason}]
+        await wait_warnings(app, reason, before + 1)
+        await node.command("disconnect", name)
+    assert "Traceback" not in app.log_tail(100_000_000)
+
+
+@pytest.mark.node
+async def test_js_client_real_pid_with_a_malformed_offset_is_logged_as_a_warning(
+    use_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any], room: str
+) -> None:
+    """An ``auth.offset`` overrides the client's own on reconnect: its real pid with a bad offset."""
+    app = use_app()
+    proxy = await proxy_factory(app.port)
+    before = warnings_of(app, "malformed offset")
+    await node.connect(proxy.url, auth={"rooms": [room], "offset": {"$gt": ""}})
+    first = await node.wait_connect()
+    assert (await node.wait_event("delivery:resync"))["args"] == [{"reason": "malformed offset"}]
+    await wait_warnings(app, "malformed offset", before + 1)
+    await emit_numbered(app, [0], room=room)
+    await wait_numbered(node, 0)  # it has a pid and an offset of its own now
+    await go_away(node, proxy)
+    again = await come_back(node, proxy)  # sends {pid: <its pid>, offset: {"$gt": ""}, rooms}
+    assert again["recovered"] is False
+    assert again["id"] != first["id"]
+    assert again["pid"] != first["pid"]
+    assert (await node.wait_event("delivery:resync"))["args"] == [{"reason": "malformed offset"}]
+    await wait_warnings(app, "malformed offset", before + 2)
