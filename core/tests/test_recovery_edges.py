@@ -188,7 +188,7 @@ async def clients() -> AsyncIterator[Callable[..., Client]]:
 async def away_with_missed_events(app: App, client: Client, missed: range) -> str:
     """Connect ``client`` (room r1), let it get tick 0, drop it, emit ``missed`` ticks; its sid."""
     await client.connect()
-    sid = client.sio.get_sid()
+    sid: str = client.sio.get_sid()
     await app.sio.emit("tick", 0, room="r1")
     assert await client.wait_for("tick", 1) == [0]
     await app.drop(sid)
