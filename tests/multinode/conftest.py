@@ -1,10 +1,12 @@
 """Fixtures for the multi-node tests: three Delivery nodes on one store, a balancer, clients.
 
-``cluster``      nodes A, B, C, parametrized over the stores:
+``cluster``      nodes A, B, C, parametrized over the store setups (:mod:`mn_stores`):
                  ``redis`` (``Delivery(store="redis://...")`` + python-socketio's
-                 ``AsyncRedisManager`` on the same Redis) and ``mongodb`` (SecantusDB, no
-                 ``AsyncRedisManager``: each node's log tailing is the only fan-out).
-                 Tests keep apart by using rooms of their own (``room``).
+                 ``AsyncRedisManager`` on the same Redis) and ``mongodb`` (SecantusDB +
+                 ``AsyncRedisManager`` on a Redis of its own); a test may ask for others with
+                 ``@on_stores(...)``, e.g. ``mongodb-nobus`` (SecantusDB, no client manager:
+                 each node's log tailing is the only fan-out). One cluster per setup, for the
+                 whole session; tests keep apart by using rooms of their own (``room``).
 ``lb``           a :class:`mn_balancer.Balancer` in front of the cluster's nodes (random routing).
 ``clients``      ``await clients(kind, name)``: a ``py`` client (the project's DeliveryClient) or a
                  ``js`` one (the official socket.io-client in Node; skipped when Node is missing,
@@ -30,6 +32,7 @@ sys.path.insert(0, str(HERE.parent / "e2e"))  # e2e_node: the JS client driver
 from e2e_node import NodeClient, node_available  # noqa: E402
 from mn_balancer import Balancer  # noqa: E402
 from mn_cluster import AnyClient, Cluster, JsClient, PyClient  # noqa: E402
+from mn_stores import STORES  # noqa: E402
 from redis_server import RedisServer  # noqa: E402
 
 #: MN_LOG_LEVEL=INFO shows every recovery in the node logs printed for a failed test
@@ -62,7 +65,22 @@ def redis_cluster(redis_server: RedisServer) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def mongo_cluster(mongo_server: Any) -> Iterator[Cluster]:
+def mongo_cluster(mongo_server: Any, redis_server_factory: Callable[..., RedisServer]) -> Iterator[Cluster]:
+    """MongoDB store; python-socketio's AsyncRedisManager on a Redis of its own as the bus
+    (its own: the redis cluster's nodes would share the manager's pub/sub channel)."""
+    mongo_server.start()
+    bus = redis_server_factory(persistent=False)
+    cluster = Cluster(
+        store=f"{mongo_server.url}/mn_{uuid.uuid4().hex[:10]}", redis_manager=bus.url, extra=LOG_LEVEL
+    )
+    cluster.start_now()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def mongo_nobus_cluster(mongo_server: Any) -> Iterator[Cluster]:
+    """MongoDB store and no client manager."""
     mongo_server.start()
     cluster = Cluster(store=f"{mongo_server.url}/mn_{uuid.uuid4().hex[:10]}", extra=LOG_LEVEL)
     cluster.start_now()
@@ -70,15 +88,13 @@ def mongo_cluster(mongo_server: Any) -> Iterator[Cluster]:
     cluster.close()
 
 
-STORES = [
-    pytest.param("redis", marks=pytest.mark.redis),
-    pytest.param("mongodb", marks=pytest.mark.mongodb),
-]
+#: store setup (mn_stores) -> its session fixture
+CLUSTERS = {"redis": "redis_cluster", "mongodb": "mongo_cluster", "mongodb-nobus": "mongo_nobus_cluster"}
 
 
 @pytest.fixture(params=STORES)
 def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    made: Cluster = request.getfixturevalue(f"{'mongo' if request.param == 'mongodb' else 'redis'}_cluster")
+    made: Cluster = request.getfixturevalue(CLUSTERS[request.param])
     made.start_now()  # a node an earlier test killed
     yield made
     print_logs_if_failed(request, made)

@@ -69,7 +69,6 @@ async def test_recovered_socket_keeps_live_delivery_when_the_old_disconnect_ends
             await client.close()
 
 
-@pytest.mark.redis
 @pytest.mark.slow
 @py_and_js(
     js_xfail="socket.io-client keeps the events of a CONNECT that never came in its receive buffer "
@@ -80,8 +79,6 @@ async def test_a_replay_cut_midway_is_completed_on_another_node_each_event_once(
 ) -> None:
     """The reconnect's replay (1000 missed events) is cut after a few kB, before the CONNECT reply;
     the client comes back on a third node and must get every event exactly once, in order."""
-    if cluster.kind != "redis":
-        pytest.skip("one store is enough for this race (time budget)")
     client = await clients(kind, "c")
     entry = await lb.entry("c", pin="A")
     await client.connect(entry.url, rooms=[room])
@@ -104,7 +101,6 @@ async def test_a_replay_cut_midway_is_completed_on_another_node_each_event_once(
     assert ticks == list(range(1002)), f"{len(ticks)} events, {len(ticks) - len(set(ticks))} duplicates"
 
 
-@pytest.mark.redis
 @pytest.mark.slow
 @py_and_js(
     js_xfail="at times a reset lands inside a replay: the JS client then re-emits the events of its "
@@ -115,8 +111,6 @@ async def test_clients_reset_at_any_moment_end_connected_with_every_event_once(
 ) -> None:
     """Connections are reset every few milliseconds, also in the middle of a recovery (replay,
     CONNECT reply); when it stops, every client must be connected with every event, once."""
-    if cluster.kind != "redis":
-        pytest.skip("one store is enough for this race (time budget)")
     members = []
     for i in range(6):
         client = await clients(kind, f"{kind}{i}")

@@ -1,9 +1,9 @@
 """A client dropped on node A reconnects through the balancer to node B and gets everything back.
 
-Three nodes share one store (Redis with python-socketio's AsyncRedisManager, or MongoDB
-alone). The client's transport is reset at the balancer (no goodbye on either side); while
-the balancer keeps it out, nodes A and C emit to its room; then its own reconnection is let
-through to node B.
+Three nodes share one store: Redis or MongoDB, each with python-socketio's AsyncRedisManager
+as the bus, and MongoDB with no client manager at all (``mongodb-nobus``). The client's
+transport is reset at the balancer (no goodbye on either side); while the balancer keeps it
+out, nodes A and C emit to its room; then its own reconnection is let through to node B.
 """
 
 from __future__ import annotations
@@ -13,12 +13,16 @@ from collections.abc import Awaitable, Callable
 import pytest
 from mn_balancer import Balancer
 from mn_cluster import AnyClient, Cluster, JsClient, until
+from mn_stores import on_stores
 
 Clients = Callable[[str, str], Awaitable[AnyClient]]
 KINDS = ["py", pytest.param("js", marks=pytest.mark.node)]
+#: both store setups with the bus, and MongoDB without any client manager
+ON_STORES = on_stores("redis", "mongodb", "mongodb-nobus")
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@ON_STORES
 async def test_client_dropped_on_a_recovers_sid_rooms_data_and_missed_events_on_b(
     cluster: Cluster, lb: Balancer, clients: Clients, kind: str, room: str
 ) -> None:
@@ -62,12 +66,13 @@ async def test_client_dropped_on_a_recovers_sid_rooms_data_and_missed_events_on_
     assert [c["recovered"] for c in connects] == [True]  # B ran the connect handler, recovered
 
 
+@ON_STORES
 async def test_any_node_reaches_a_client_connected_to_another_node(
     cluster: Cluster, lb: Balancer, clients: Clients, room: str
 ) -> None:
     """Emits to a room, to one sid and to everyone, made on other nodes, arrive once, in order.
 
-    Without AsyncRedisManager (the MongoDB cluster) too: each node reads the store's log.
+    Without a client manager (``mongodb-nobus``) too: each node reads the store's log.
     """
     client = await clients("py", "c1")
     entry = await lb.entry("c1", pin="A")
