@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import socketio
-from _serving import serve_asgi
+from _serving import serve_asgi, until
 from socketio_delivery import RESYNC_EVENT, Delivery
 
 
@@ -136,10 +136,8 @@ async def test_reconnect_recovers_sid_rooms_session_and_missed_events(serve: Cal
     await app.sio.emit("tick", 0, room="r1")
     await client.wait_for(1)
     await client.drop()
-    for _ in range(1000):  # the client comes back after 0.5 s; the server notices the drop at once
-        if not app.sio.manager.is_connected(sid, "/"):
-            break
-        await asyncio.sleep(0.01)
+    # the client comes back after 0.5 s; the server notices the drop at once
+    await until(lambda: not app.sio.manager.is_connected(sid, "/"), "the server to see the drop")
     for n in range(1, 4):
         await app.sio.emit("tick", n, room="r1")
     await app.sio.emit("other", "x", room="r2")
@@ -162,10 +160,7 @@ async def test_forged_pid_gets_new_session_and_resync(serve: Callable[..., Any])
     client.pid = "forged-forged-forged-1"
     await client.connect(url)
     assert not client.recovered
-    for _ in range(1000):
-        if client.resyncs:
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: bool(client.resyncs), "the resync event")
     assert client.resyncs == [{"reason": "unknown, expired or already used session"}]
     await client.sio.disconnect()
 
@@ -215,10 +210,7 @@ async def test_a_pid_recovers_its_session_once(serve: Callable[..., Any]) -> Non
     assert app.sio.manager.is_connected(sid, "/")
 
     await owner.drop()  # away for 5 s: two uses of its pid race for the session
-    for _ in range(500):
-        if not app.sio.manager.is_connected(sid, "/"):
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: not app.sio.manager.is_connected(sid, "/"), "the server to see the drop")
     await app.sio.emit("tick", 1, room="r1")
     uses = await asyncio.gather(_connect_with(url, stolen), _connect_with(url, stolen))
     winners = [c for c in uses if c is not None]
@@ -244,10 +236,7 @@ async def test_a_failed_recovery_does_not_leave_the_session_behind(serve: Callab
     epoch, seq = owner.offset.split("-")
     unknown = f"{epoch}-{int(seq, 16) + 1000:012x}"  # well-formed, never handed out
     await owner.drop()  # away for 30 s
-    for _ in range(500):
-        if not app.sio.manager.is_connected(sid, "/"):
-            break
-        await asyncio.sleep(0.01)
+    await until(lambda: not app.sio.manager.is_connected(sid, "/"), "the server to see the drop")
     first = await _connect_with(url, {"pid": pid, "offset": unknown})
     assert first is not None
     assert not first.recovered
@@ -255,11 +244,7 @@ async def test_a_failed_recovery_does_not_leave_the_session_behind(serve: Callab
     second = await _connect_with(url, {"pid": pid})
     assert second is not None
     assert not second.recovered
-    for client in (first, second):
-        for _ in range(500):
-            if client.resyncs:
-                break
-            await asyncio.sleep(0.01)
+    await until(lambda: bool(first.resyncs and second.resyncs), "the resync events")
     assert first.resyncs == [{"reason": "offset no longer available"}]
     assert second.resyncs == [{"reason": "unknown, expired or already used session"}]
     for client in (first, second, owner):
