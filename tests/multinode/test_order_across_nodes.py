@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 from mn_balancer import Balancer
 from mn_cluster import AnyClient, Cluster, JsClient, PyClient, until
+from mn_stores import on_store_pairs
 
 Clients = Callable[[str, str], Awaitable[AnyClient]]
 
@@ -30,7 +31,11 @@ LOAD = {"redis": (12, 8, (0.02, 0.06)), "mongodb": (8, 5, (0.05, 0.15))}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mix", ["py", pytest.param("py+js", marks=pytest.mark.node)])
+# not mongodb with JS clients: on SecantusDB (slower than mongod) a reset at times lands inside a
+# JS client's replay, whose events it then sees twice (client-side; docs/recovery.md, Limits)
+@on_store_pairs(
+    "mix", [("redis", "py"), ("redis", pytest.param("py+js", marks=pytest.mark.node)), ("mongodb", "py")]
+)
 async def test_concurrent_emits_from_three_nodes_reach_hopping_clients_in_offset_order(
     cluster: Cluster, lb: Balancer, clients: Clients, room: str, mix: str
 ) -> None:
