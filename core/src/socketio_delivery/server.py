@@ -371,8 +371,9 @@ class Delivery:
             if old is not None:
                 sid = old.sid
                 stale = self._states.get((namespace, sid))
-                if stale is not None:  # the old transport is not closed yet: this reconnect wins
-                    # its live rooms and session data are newer than the last saved record
+                if stale is not None:
+                    # Connected here, yet its lease ran out (a store slower than session_lease):
+                    # this reconnect wins. Its live rooms and data are newer than the record.
                     old.rooms = dict(stale.rooms)
                     old.data = await self._session_data(sid, namespace)
                     stale.superseded = True
