@@ -52,6 +52,7 @@ from socketio import exceptions as _sio_exceptions  # type: ignore[import-untype
 
 from ._client_internals import HookedAsyncClient
 from ._client_outbox import ClientClosedError, EmitError, EmitTimeoutError, Outbox
+from .wire import RESYNC_EVENT
 
 __all__ = [
     "RESYNC_EVENT",
@@ -63,10 +64,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("socketio_delivery.client")
-
-#: The event a :class:`socketio_delivery.Delivery` server sends right after the CONNECT reply when
-#: it could not recover the session: ``{"reason": "..."}``. Register a handler to resync.
-RESYNC_EVENT = "delivery:resync"
 
 #: A stream position: the server's opaque offset string (or, in recipe mode, the ``id`` the
 #: server put in its ``{"id": ..., "data": ...}`` events, which some servers make integers).

@@ -1,11 +1,8 @@
-"""How an emit is persisted, and :class:`Emitter`: emits from processes without a Socket.IO server.
+""":class:`Emitter`: emits from processes without a Socket.IO server.
 
-An emit is stored as one event of the namespace's stream (the stream is the namespace),
-addressed to its rooms and excluding its skipped sids, with the record
-``{"e": event, "a": [args], "x": 1 (explicit recipe), "b": [binary paths]}``. Every
-``Delivery`` process reads the stream in offset order and sends it to its own clients, so an
-event persisted here reaches every node's clients, live and in replays, exactly like an
-``await sio.emit(...)`` on one of them.
+An emit is persisted as :mod:`.wire` describes. Every ``Delivery`` process reads the stream
+in offset order and sends it to its own clients, so an event persisted here reaches every
+node's clients, live and in replays, exactly like an ``await sio.emit(...)`` on one of them.
 
 A worker, a cron job or an admin script that shares the store with the servers emits with::
 
@@ -25,60 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .binary import join_binary, split_binary
 from .errors import ConfigurationError, InvalidArgumentError
 from .registry import open_store
-from .store import Capability, Event, EventStore
+from .store import Capability, EventStore
+from .wire import RESERVED_EVENTS, Target, emit_args, persist_emit
 
-__all__ = ["RESERVED_EVENTS", "RESYNC_EVENT", "Emitter", "emit_args", "packet_of", "persist_emit"]
-
-Target = str | list[str] | tuple[str, ...] | None
-
-#: Sent to a client that asked to recover and could not: ``["delivery:resync", {"reason": ...}]``.
-RESYNC_EVENT = "delivery:resync"
-#: Event names that are never persisted (Socket.IO's own, and ours).
-RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", RESYNC_EVENT})
-
-
-async def persist_emit(
-    store: EventStore,
-    namespace: str,
-    event: str,
-    args: list[Any],
-    *,
-    to: Target = None,
-    skip_sid: Target = None,
-    explicit: bool = False,
-) -> Event:
-    """Persist one emit (``args`` as python-socketio sends them) and return the stored event."""
-    rooms = () if to is None else (to,) if isinstance(to, str) else tuple(to)
-    exclude = () if skip_sid is None else (skip_sid,) if isinstance(skip_sid, str) else tuple(skip_sid)
-    record: dict[str, Any] = {"e": event, "a": args}
-    if explicit:
-        record["x"] = 1
-    try:
-        return await store.persist(namespace, record, rooms=rooms, exclude=exclude)
-    except InvalidArgumentError:
-        stored, paths = split_binary(args)  # only now: the common case pays nothing for it
-        if not paths:
-            raise
-        record["a"], record["b"] = stored, paths
-        return await store.persist(namespace, record, rooms=rooms, exclude=exclude)
-
-
-def emit_args(data: Any) -> list[Any]:
-    """The argument list of ``emit(event, data)``, as python-socketio reads ``data``: a tuple
-    is several arguments, ``None`` none, anything else one."""
-    return list(data) if isinstance(data, tuple) else [] if data is None else [data]
-
-
-def packet_of(event: Event) -> list[Any]:
-    """``[name, *args, offset]``: the packet data an event is delivered (and replayed) as."""
-    data = event.data
-    args = data["a"] if "b" not in data else join_binary(data["a"], data["b"])
-    if data.get("x"):
-        args = [{"id": event.offset, "data": args[0] if args else None}]
-    return [data["e"], *args, event.offset]
+__all__ = ["Emitter"]
 
 
 class Emitter:

@@ -45,7 +45,6 @@ from . import _socketio_internals as internals
 from ._tasks import cancel_and_wait
 from .config import ENV_STORE_URL
 from .dedup import IdempotencyGuard
-from .emitter import RESERVED_EVENTS, RESYNC_EVENT, emit_args, packet_of, persist_emit
 from .errors import (
     ConfigurationError,
     DeliveryError,
@@ -57,6 +56,7 @@ from .recovery import ConnectRequest, SessionState, entitled, session_key
 from .registry import open_store
 from .store import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Capability, Event, EventStore, new_id
 from .tailer import Tailer
+from .wire import RESERVED_EVENTS, RESYNC_EVENT, emit_args, packet_of, persist_emit
 
 __all__ = ["DEFAULT_STORE_URL", "RESYNC_EVENT", "Delivery"]
 

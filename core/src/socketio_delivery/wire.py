@@ -1,0 +1,71 @@
+"""The wire codec: how an emit is stored as an event, and how an event goes back on the wire.
+
+Shared by the server (:mod:`.server`), :class:`~socketio_delivery.Emitter` and the Python
+client (:mod:`.client`), so the record format, the reserved event names and
+:data:`RESYNC_EVENT` are written down once.
+
+An emit is stored as one event of the namespace's stream (the stream is the namespace),
+addressed to its rooms and excluding its skipped sids, with the record
+``{"e": event, "a": [args], "x": 1 (explicit recipe), "b": [binary paths]}``. It is
+delivered (live and in replays) as the packet data ``[event, *args, offset]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .binary import join_binary, split_binary
+from .errors import InvalidArgumentError
+from .store import Event, EventStore
+
+__all__ = ["RESERVED_EVENTS", "RESYNC_EVENT", "Target", "emit_args", "packet_of", "persist_emit"]
+
+Target = str | list[str] | tuple[str, ...] | None
+
+#: Sent to a client right after the CONNECT reply when it asked to recover and could not (or
+#: when continuity broke while it was connected): ``["delivery:resync", {"reason": ...}]``.
+#: Register a handler to resync.
+RESYNC_EVENT = "delivery:resync"
+#: Event names that are never persisted (Socket.IO's own, and ours).
+RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", RESYNC_EVENT})
+
+
+async def persist_emit(
+    store: EventStore,
+    namespace: str,
+    event: str,
+    args: list[Any],
+    *,
+    to: Target = None,
+    skip_sid: Target = None,
+    explicit: bool = False,
+) -> Event:
+    """Persist one emit (``args`` as python-socketio sends them) and return the stored event."""
+    rooms = () if to is None else (to,) if isinstance(to, str) else tuple(to)
+    exclude = () if skip_sid is None else (skip_sid,) if isinstance(skip_sid, str) else tuple(skip_sid)
+    record: dict[str, Any] = {"e": event, "a": args}
+    if explicit:
+        record["x"] = 1
+    try:
+        return await store.persist(namespace, record, rooms=rooms, exclude=exclude)
+    except InvalidArgumentError:
+        stored, paths = split_binary(args)  # only now: the common case pays nothing for it
+        if not paths:
+            raise
+        record["a"], record["b"] = stored, paths
+        return await store.persist(namespace, record, rooms=rooms, exclude=exclude)
+
+
+def emit_args(data: Any) -> list[Any]:
+    """The argument list of ``emit(event, data)``, as python-socketio reads ``data``: a tuple
+    is several arguments, ``None`` none, anything else one."""
+    return list(data) if isinstance(data, tuple) else [] if data is None else [data]
+
+
+def packet_of(event: Event) -> list[Any]:
+    """``[name, *args, offset]``: the packet data an event is delivered (and replayed) as."""
+    data = event.data
+    args = data["a"] if "b" not in data else join_binary(data["a"], data["b"])
+    if data.get("x"):
+        args = [{"id": event.offset, "data": args[0] if args else None}]
+    return [data["e"], *args, event.offset]
