@@ -150,7 +150,7 @@ class TestApp:
     async def wait_saved(self, pid: str, namespace: str, timeout: float = 10.0) -> Any:
         """Wait until the store holds the session of ``pid`` with its latest changes.
 
-        Saves pending changes now (``Delivery._flush``), then checks the record is there: a
+        Saves pending changes now (``delivery.sessions.flush``), then checks the record is there: a
         connected session is leased by this process, so a claim of it is busy (the contract
         has no plain read); uses :func:`socketio_delivery.recovery.session_key`, an internal
         of Delivery. Returns ``{"leased": True}`` or, for a disconnected one, its record.
@@ -160,7 +160,7 @@ class TestApp:
 
         delivery = self.require_delivery()
         store, key = delivery.store, session_key(namespace, pid)
-        await delivery._flush()
+        await delivery.sessions.flush()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:

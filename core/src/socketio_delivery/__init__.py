@@ -4,12 +4,15 @@ from .emitter import Emitter
 from .errors import (
     ConfigurationError,
     DeliveryError,
+    DeliveryTimeoutError,
+    EpochChangedError,
     InvalidArgumentError,
     InvalidOffsetError,
     OffsetUnavailableError,
     SessionBusyError,
     StoreError,
     StoreUnavailableError,
+    UndeliveredError,
 )
 from .registry import available_schemes, open_store, register
 from .server import RESYNC_EVENT, Delivery
@@ -21,6 +24,8 @@ __all__ = [
     "Delivery",
     "ConfigurationError",
     "DeliveryError",
+    "DeliveryTimeoutError",
+    "EpochChangedError",
     "Emitter",
     "Event",
     "EventStore",
@@ -32,6 +37,7 @@ __all__ = [
     "SessionBusyError",
     "StoreError",
     "StoreUnavailableError",
+    "UndeliveredError",
     "available_schemes",
     "open_store",
     "register",

@@ -37,6 +37,7 @@ __all__ = [
     "forced_sid",
     "install",
     "local_emit",
+    "pre_connect",
     "run_connect_handler",
     "send_connect",
     "send_connect_error",
@@ -102,6 +103,19 @@ def install(sio: socketio.AsyncServer, on_connect: ConnectHandler, on_trigger: T
         return str(generate())
 
     sio.eio.generate_id = generate_id
+
+
+async def pre_connect(sio: socketio.AsyncServer, eio_sid: str, namespace: str, sid: str) -> str | None:
+    """Register a connecting socket under ``sid`` (``manager.pre_connect`` generates the sid).
+
+    Returns the sid, or ``None`` when the manager refused it.
+    """
+    forced_sid.set(sid)
+    try:
+        registered: str | None = await sio.manager.pre_connect(eio_sid, namespace)
+    finally:
+        forced_sid.set(None)
+    return registered
 
 
 def serves_namespace(sio: socketio.AsyncServer, namespace: str) -> bool:

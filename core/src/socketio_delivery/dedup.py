@@ -10,6 +10,11 @@ event and key:
 * a retry that arrives while the first run is still going waits for its result;
 * a handler that raises releases the key, so the client's retry runs it again.
 
+Acks are recorded as JSON; ``bytes`` in them are kept the way binary events are
+(:mod:`.binary`), so a binary ack comes back the same. An ack whose record would be over
+``max_result_bytes`` is not sent: the client gets (and every retry gets again)
+``{"error": "ack too large", ...}`` and the handler does not run again.
+
 Keys are scoped by client identity (hashed together with namespace and event), so one
 client can neither collide with nor read another's results.
 """
@@ -18,21 +23,32 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .binary import join_binary, split_binary
 from .errors import DeliveryError, InvalidArgumentError
 from .store import EventStore, KeyState
 
-__all__ = ["MAX_IDEMPOTENCY_KEY_LENGTH", "IdempotencyGuard"]
+__all__ = ["DEFAULT_MAX_RESULT_BYTES", "MAX_IDEMPOTENCY_KEY_LENGTH", "IdempotencyGuard"]
 
 log = logging.getLogger("socketio_delivery")
 
 MAX_IDEMPOTENCY_KEY_LENGTH = 128
 
-#: what a refused emit acks with (the handler does not run)
-INVALID_KEY = {"error": "invalid idempotency key"}
+#: the largest recorded ack, as JSON, by default
+DEFAULT_MAX_RESULT_BYTES = 1024 * 1024
+
+#: ``identity_of(sid, namespace)``: who sent an emit, for scoping its key
+IdentityOf = Callable[[str, str], Awaitable[str]]
+Trigger = Callable[..., Awaitable[Any]]
+
+
+def invalid_key() -> dict[str, str]:
+    """What a refused emit acks with (the handler does not run); a new dict each time."""
+    return {"error": "invalid idempotency key"}
 
 
 class IdempotencyGuard:
@@ -46,12 +62,24 @@ class IdempotencyGuard:
         ttl: float = 3600.0,
         lease: float = 60.0,
         not_handled: Any = None,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
         self.store = store
         self.field = field
         self.ttl = ttl
         self.lease = lease
         self.not_handled = not_handled
+        self.max_result_bytes = max_result_bytes
+
+    async def dispatch(
+        self, trigger: Trigger, event: str, namespace: str, args: tuple[Any, ...], identity_of: IdentityOf
+    ) -> Any:
+        """Run ``trigger(event, namespace, sid, *data)`` once per key when the emit carries one."""
+        key = self.key_of(args[1:]) if len(args) >= 2 else None
+        if key is None:
+            return await trigger(event, namespace, *args)
+        identity = await identity_of(args[0], namespace)
+        return await self.run(identity, namespace, event, key, lambda: trigger(event, namespace, *args))
 
     def key_of(self, args: tuple[Any, ...]) -> Any:
         """The raw idempotency key of a handler's arguments (``None`` when it has none)."""
@@ -69,7 +97,7 @@ class IdempotencyGuard:
                 identity[:8],
                 MAX_IDEMPOTENCY_KEY_LENGTH,
             )
-            return INVALID_KEY
+            return invalid_key()
         scoped = "idem:" + hashlib.sha256(f"{identity}\0{namespace}\0{event}\0{key}".encode()).hexdigest()
         try:
             return await self._run(scoped, handler)
@@ -96,19 +124,38 @@ class IdempotencyGuard:
         if result is self.not_handled:
             await self.store.release_key(key)
             return result
+        record, result = self._record(result)
         try:
-            await self.store.complete_key(key, _encode(result), self.ttl)
+            await self.store.complete_key(key, record, self.ttl)
         except InvalidArgumentError as exc:
             log.error("the ack of a processed-once emit is not JSON, so it is not recorded: %s", exc)
             await self.store.release_key(key)
         return result
 
-
-def _encode(result: Any) -> Any:
-    return {"t": True, "v": list(result)} if isinstance(result, tuple) else {"v": result}
+    def _record(self, result: Any) -> tuple[Any, Any]:
+        """The stored form of an ack, and the ack to send (an error when it is too large)."""
+        values = list(result) if isinstance(result, tuple) else [result]
+        stored, paths = split_binary(values)
+        record: dict[str, Any] = {"r": stored, "t": isinstance(result, tuple)}
+        if paths:
+            record["b"] = paths
+        try:
+            size = len(json.dumps(record, separators=(",", ":")))
+        except (TypeError, ValueError, RecursionError):
+            return record, result  # not JSON: the store refuses it, with its own error
+        if size <= self.max_result_bytes:
+            return record, result
+        log.error("an ack of %d bytes is over max_result_bytes (%d): not sent", size, self.max_result_bytes)
+        error = {"error": "ack too large", "bytes": size, "max": self.max_result_bytes}
+        return {"r": [error], "t": False}, error
 
 
 def _decode(stored: Any) -> Any:
-    if isinstance(stored, dict) and stored.get("t"):
-        return tuple(stored.get("v") or ())
-    return stored.get("v") if isinstance(stored, dict) else stored
+    if not isinstance(stored, dict):
+        return stored
+    if "r" not in stored:  # written by 0.1: {"v": ack} or {"t": true, "v": [args]}
+        return tuple(stored.get("v") or ()) if stored.get("t") else stored.get("v")
+    values = list(stored["r"])
+    if stored.get("b"):
+        values = join_binary(values, stored["b"])
+    return tuple(values) if stored.get("t") else (values[0] if values else None)

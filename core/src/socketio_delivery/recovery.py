@@ -69,16 +69,27 @@ class ConnectRequest:
         pid = auth.pop("pid", None)
         offset = auth.pop("offset", None) if "pid" in data else auth.get("offset")
         request = cls(auth or None)
-        if "pid" in data and (not isinstance(pid, str) or not 0 < len(pid) <= MAX_PID_LENGTH):
+        if "pid" in data and not _is_text(pid, MAX_PID_LENGTH):
             request.malformed = "malformed pid"
             return request
         request.pid = pid
         if offset is not None:
-            if not isinstance(offset, str) or not 0 < len(offset) <= MAX_OFFSET_LENGTH:
+            if not _is_text(offset, MAX_OFFSET_LENGTH):
                 request.malformed = "malformed offset"
                 return request
             request.offset = offset
         return request
+
+
+def _is_text(value: Any, longest: int) -> bool:
+    """A non-empty printable string of at most ``longest`` characters that UTF-8 can encode."""
+    if not isinstance(value, str) or not 0 < len(value) <= longest or not value.isprintable():
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 @dataclass
@@ -88,8 +99,8 @@ class SessionState:
     sid: str
     pid: str
     namespace: str
-    #: stream position when the session first connected: nothing before it is ever replayed
-    offset: str
+    #: the stream position when the session first connected: nothing before it is ever replayed
+    first_position: str
     #: room -> stream position when the socket joined it
     rooms: dict[str, str] = field(default_factory=dict)
     data: Any = None
@@ -113,7 +124,7 @@ class SessionState:
             "sid": self.sid,
             "pid": self.pid,
             "ns": self.namespace,
-            "offset": self.offset,
+            "offset": self.first_position,
             "rooms": self.rooms,
             "data": self.data,
             "sent": self.sent,
@@ -136,7 +147,7 @@ class SessionState:
                 sid=str(record["sid"]),
                 pid=pid,
                 namespace=namespace,
-                offset=str(record["offset"]),
+                first_position=str(record["offset"]),
                 rooms={str(k): v for k, v in rooms.items()},
                 data=record.get("data"),
                 sent=str(record.get("sent") or ""),
@@ -149,7 +160,7 @@ class SessionState:
 
 def entitled(event: Event, state: SessionState) -> bool:
     """Whether a recovering socket had the right to ``event`` (see the module docstring)."""
-    if state.sid in event.exclude or event.offset <= state.offset:
+    if state.sid in event.exclude or event.offset <= state.first_position:
         return False
     if not event.rooms:
         return True

@@ -14,11 +14,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from socketio.packet import EVENT
+
 from .binary import join_binary, split_binary
 from .errors import InvalidArgumentError
 from .store import Event, EventStore
 
-__all__ = ["RESERVED_EVENTS", "RESYNC_EVENT", "Target", "emit_args", "packet_of", "persist_emit"]
+__all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
+    "RESERVED_EVENTS",
+    "RESYNC_EVENT",
+    "Target",
+    "check_sendable",
+    "emit_args",
+    "packet_of",
+    "persist_emit",
+]
 
 Target = str | list[str] | tuple[str, ...] | None
 
@@ -69,3 +80,29 @@ def packet_of(event: Event) -> list[Any]:
     if data.get("x"):
         args = [{"id": event.offset, "data": args[0] if args else None}]
     return [data["e"], *args, event.offset]
+
+
+#: the largest event, as encoded on the wire, ``sio.emit`` accepts by default
+DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
+
+
+def check_sendable(packet_class: Any, namespace: str, event: str, args: list[Any], max_bytes: int) -> None:
+    """Refuse an emit that could not be sent, before it is persisted.
+
+    Encodes ``[event, *args]`` with the server's own packet class (what delivery will do)
+    and raises :class:`~socketio_delivery.InvalidArgumentError` naming the cause when that
+    fails (too deeply nested, not serializable) or the encoded packet is over ``max_bytes``.
+    """
+    if not isinstance(event, str) or not event or event in RESERVED_EVENTS:
+        raise InvalidArgumentError(f"event must be a non-empty string and not reserved, got {event!r}")
+    try:
+        encoded = packet_class(EVENT, namespace=namespace, data=[event, *args]).encode()
+    except RecursionError:
+        raise InvalidArgumentError(f"event {event!r} cannot be sent: its data is nested too deeply") from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"event {event!r} cannot be sent: {exc}") from exc
+    size = sum(map(len, encoded)) if isinstance(encoded, list) else len(encoded)
+    if size > max_bytes:
+        raise InvalidArgumentError(
+            f"event {event!r} is {size} bytes encoded, over the limit of {max_bytes} (max_event_bytes)"
+        )
