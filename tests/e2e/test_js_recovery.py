@@ -209,7 +209,7 @@ async def test_js_client_recovers_after_server_restarts_on_a_durable_store(
 async def test_js_client_recovers_while_the_server_still_thinks_it_is_connected(
     use_app: AppFactory, node: NodeClient, proxy_factory: Callable[[int], Any], room: str
 ) -> None:
-    app = use_app()  # default pings: the server notices a dead peer after 45 s
+    app = use_app()  # the test app pings every 5 s with a 4 s timeout
     proxy = await proxy_factory(app.port)
     first = await connect_js(node, proxy.url, rooms=[room], data={"user": "dan"})
     await emit_numbered(app, range(2), room=room)
@@ -222,7 +222,8 @@ async def test_js_client_recovers_while_the_server_still_thinks_it_is_connected(
     assert (await app.control("info", sid=first["id"]))["connected"] is True  # half-open
     await emit_numbered(app, range(2, 5), room=room)  # sent into the dead connection
     # a pid recovers its session once: the server pings the old connection first, and only
-    # because it does not answer does it close it and let the reconnect recover
+    # because it does not answer within Engine.IO's ping_timeout does it close it and let a
+    # reconnect recover (the client's earlier attempts are turned away meanwhile)
     again = await come_back(node, proxy)
     assert (again["id"], again["recovered"]) == (first["id"], True)
     await wait_numbered(node, 4)

@@ -518,9 +518,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="session",
         help="processed-once scope: the recovery session (default) or the session data's 'user'",
     )
-    parser.add_argument("--ping-interval", type=float, default=25.0)
-    parser.add_argument("--ping-timeout", type=float, default=20.0)
-    parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--ping-interval", type=float, default=5.0)
+    parser.add_argument("--ping-timeout", type=float, default=4.0)
+    parser.add_argument("--log-level", default=os.environ.get("DELIVERY_APP_LOG_LEVEL", "WARNING"))
     parser.add_argument(
         "--disconnect-delay", type=float, default=0.0, help="seconds the app's disconnect handler awaits"
     )

@@ -9,6 +9,7 @@ message that lists the valid ones.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -22,6 +23,19 @@ __all__ = ["StoreOptions", "StoreURL", "build_options", "parse_url"]
 
 #: Environment variable read when no store is configured.
 ENV_STORE_URL = "SOCKETIO_DELIVERY_STORE_URL"
+_Store = TypeVar("_Store")
+#: The store of a ``Delivery`` or ``Emitter`` given none, when ``SOCKETIO_DELIVERY_STORE_URL``
+#: is not set either: the embedded SQLite store, in ``events.db`` in the working directory.
+DEFAULT_STORE_URL = "sqlite:///events.db"
+
+
+def default_store(store: _Store) -> _Store | str:
+    """``store``, or :data:`DEFAULT_STORE_URL` when it is ``None`` and the environment names none."""
+    if store is None and not os.environ.get(ENV_STORE_URL):
+        return DEFAULT_STORE_URL
+    return store
+
+
 _MEMORY = ":memory:"
 
 

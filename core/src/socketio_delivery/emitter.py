@@ -22,10 +22,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import ConfigurationError, InvalidArgumentError
+from socketio.packet import Packet
+
+from .config import default_store
+from .errors import ConfigurationError
 from .registry import open_store
 from .store import Capability, EventStore
-from .wire import RESERVED_EVENTS, Target, emit_args, persist_emit
+from .wire import DEFAULT_MAX_EVENT_BYTES, Target, check_sendable, emit_args, persist_emit
 
 __all__ = ["Emitter"]
 
@@ -33,18 +36,26 @@ __all__ = ["Emitter"]
 class Emitter:
     """Persist emits into a store that ``Delivery`` servers in other processes read.
 
-    :param store: a store URL, a config mapping or a store object, as for ``Delivery``; the
-        store must be shared between processes (:attr:`Capability.MULTI_PROCESS`: SQLite on
-        a local file, Redis, MongoDB), since the servers are elsewhere.
+    :param store: a store URL, a config mapping or a store object, as for ``Delivery``
+        (``None``: ``SOCKETIO_DELIVERY_STORE_URL``, else ``sqlite:///events.db``); the store
+        must be shared between processes (:attr:`Capability.MULTI_PROCESS`: SQLite on a local
+        file, Redis, MongoDB), since the servers are elsewhere.
+    :param max_event_bytes: the largest event (encoded) accepted, as for ``Delivery``.
 
     The servers deliver an event within their ``poll_interval`` (50 ms by default). Each
     method returns the event's offset once it is durable; it raises
     :class:`~socketio_delivery.StoreError` when the store is down (nothing was sent).
     """
 
-    def __init__(self, store: str | Mapping[str, Any] | EventStore | None = None) -> None:
+    def __init__(
+        self,
+        store: str | Mapping[str, Any] | EventStore | None = None,
+        *,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        self.max_event_bytes = max_event_bytes
         self._owns_store = not isinstance(store, EventStore)
-        self.store: EventStore = open_store(store)
+        self.store: EventStore = open_store(default_store(store))
         if Capability.MULTI_PROCESS not in self.store.capabilities:
             raise ConfigurationError(
                 f"{type(self.store).__name__} is not shared between processes: servers elsewhere "
@@ -93,8 +104,7 @@ class Emitter:
     async def _persist(
         self, event: str, args: list[Any], namespace: str, to: Target, skip_sid: Target, *, explicit: bool
     ) -> str:
-        if not isinstance(event, str) or not event or event in RESERVED_EVENTS:
-            raise InvalidArgumentError(f"event must be a non-empty string and not reserved, got {event!r}")
+        check_sendable(Packet, namespace, event, args, self.max_event_bytes)
         if not self._opened:
             await self.store.open()
             self._opened = True

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import StoreOptions, build_options, parse_url
-from .errors import InvalidArgumentError, InvalidOffsetError, OffsetUnavailableError, SessionBusyError
+from .errors import (
+    EpochChangedError,
+    InvalidArgumentError,
+    InvalidOffsetError,
+    OffsetUnavailableError,
+    SessionBusyError,
+)
 from .store import DEFAULT_PAGE_SIZE, Capability, Event, KeyState, Reservation, new_id
 from .validate import check_key, check_limit, check_offset, check_rooms, check_stream, check_ttl
 
@@ -86,7 +92,7 @@ class MemoryEventStore:
         if match is None:
             raise InvalidOffsetError(f"{text[:40]!r} is not an offset of the memory store")
         if match.group(1) != self.epoch:
-            raise OffsetUnavailableError(f"offset {text!r} is from another epoch of this store", offset=text)
+            raise EpochChangedError(f"offset {text!r} is from another epoch of this store", offset=text)
         return int(match.group(2), 16)
 
     async def persist(

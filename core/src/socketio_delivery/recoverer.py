@@ -44,6 +44,7 @@ STORE_UNAVAILABLE = "store unavailable"
 SESSION_BUSY = "session being recovered elsewhere"
 OFFSET_GONE = "offset no longer available"
 UNKNOWN_SESSION = "unknown, expired or already used session"
+MALFORMED_OFFSET = "malformed offset"
 #: pauses before a claim of a leased session is tried again (that attempt may be finishing)
 _CLAIM_RETRY_DELAYS = (0.1, 0.3)
 #: seconds a claimed session stays hidden from other claims unless saved back sooner: the
@@ -69,7 +70,7 @@ def failure_of(exc: BaseException) -> str:
     if isinstance(exc, OffsetUnavailableError):
         return OFFSET_GONE
     if isinstance(exc, InvalidOffsetError):
-        return "malformed offset"
+        return MALFORMED_OFFSET
     return STORE_UNAVAILABLE
 
 
@@ -97,9 +98,12 @@ class Recoverer:
         except SessionBusyError as exc:
             self._log_busy(key, exc)
             return Claim(failure=SESSION_BUSY)
-        except Exception as exc:
+        except DeliveryError as exc:
             log.error("could not read a session to recover (%s)", _describe(exc))
             return Claim(failure=STORE_UNAVAILABLE)
+        except Exception as exc:  # the store choked on this request: a new session, told so
+            log.warning("the store failed on a session claim: %s", _describe(exc))
+            return Claim(failure=UNKNOWN_SESSION)
         old = SessionState.from_record(record, namespace, request.pid) if record is not None else None
         if old is None:
             if record is not None:
@@ -216,10 +220,11 @@ class Recoverer:
             await self.store.fetch_since(namespace, start, limit=1)
             if start > await self.store.last_offset(namespace):
                 return OFFSET_GONE  # not one this stream has handed out
-        except Exception as exc:
-            if not isinstance(exc, DeliveryError):
-                log.warning("the store failed on a client's offset: %s", _describe(exc))
+        except DeliveryError as exc:
             return failure_of(exc)
+        except Exception as exc:  # the store choked on the client's offset
+            log.warning("the store failed on a client's offset: %s", _describe(exc))
+            return MALFORMED_OFFSET
         return None
 
     # -- replay -----------------------------------------------------------------------

@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import os
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -47,7 +46,7 @@ import socketio
 
 from . import _socketio_internals as internals
 from ._tasks import cancel_and_wait
-from .config import ENV_STORE_URL
+from .config import DEFAULT_STORE_URL, default_store
 from .connect import Connector
 from .dedup import DEFAULT_MAX_RESULT_BYTES, IdempotencyGuard
 from .errors import ConfigurationError
@@ -61,20 +60,9 @@ from .wire import DEFAULT_MAX_EVENT_BYTES, RESERVED_EVENTS, RESYNC_EVENT, emit_a
 
 __all__ = ["DEFAULT_STORE_URL", "RESYNC_EVENT", "Delivery"]
 
-#: The store of a ``Delivery`` given none, when ``SOCKETIO_DELIVERY_STORE_URL`` is not set
-#: either: the embedded SQLite store, in ``events.db`` in the working directory.
-DEFAULT_STORE_URL = "sqlite:///events.db"
-
 log = logging.getLogger("socketio_delivery")
 
 Identity = Callable[[str, str], "str | Awaitable[str]"]
-
-
-def default_store(store: str | Mapping[str, Any] | EventStore | None) -> str | Mapping[str, Any] | EventStore:
-    """``store``, or the default when it is ``None`` and ``SOCKETIO_DELIVERY_STORE_URL`` is unset."""
-    if store is None and not os.environ.get(ENV_STORE_URL):
-        return DEFAULT_STORE_URL
-    return store  # type: ignore[return-value]  # None: open_store reads the environment
 
 
 class Delivery:
