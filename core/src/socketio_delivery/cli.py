@@ -97,79 +97,81 @@ class _Report:
 async def _check(store: EventStore, report: _Report) -> None:
     await report.step("open", store.open, lambda _: "connected")
     try:
-        before = await report.step(
-            "last_offset", lambda: store.last_offset(CHECK_STREAM), lambda o: f"stream at {o}"
-        )
-        probe = {"probe": store.generate_id(), "at": time.time()}
-        event = await report.step(
-            "persist",
-            lambda: store.persist(CHECK_STREAM, probe, rooms=["probe"]),
-            lambda e: f"offset {e.offset}",
-        )
-        events = await report.step(
-            "fetch_since",
-            lambda: store.fetch_since(CHECK_STREAM, before, rooms=["probe"], limit=10),
-            lambda es: f"{len(es)} event(s) read back",
-        )
-        mine = [e for e in events if e.offset == event.offset]
-        if not mine or mine[0].data != probe:
-            raise CheckFailed(f"fetch_since after {before} did not return the probe event {event.offset}")
-
+        await _check_events(store, report)
         key = f"socketio-delivery:check:{store.generate_id()}"
-        record = {"probe": probe["probe"], "rooms": ["probe"]}
-
-        async def claim_or_busy() -> Any:
-            try:
-                return await store.claim_session(key)
-            except SessionBusyError:
-                return "busy"
-
-        async def session() -> tuple[Any, Any, Any, Any]:
-            await store.save_session(key, record, 60)
-            leased = await store.claim_session(key, lease=30)
-            busy = await claim_or_busy()
-            await store.save_session(key, record, 60, lease=30)  # saved leased: still hidden
-            held = await claim_or_busy()
-            await store.save_session(key, record, 60)  # ends the lease
-            return leased, busy, held, (await store.claim_session(key), await store.claim_session(key))
-
-        leased, busy, held, (first, second) = await report.step(
-            "session", session, lambda _: "saved, leased, saved leased, saved back, claimed once"
-        )
-        if leased != record or busy != "busy":
-            raise CheckFailed(
-                f"a leased claim_session returned {leased!r}, then a second claim {busy!r}; "
-                "expected the record, then SessionBusyError"
-            )
-        if held != "busy":
-            raise CheckFailed(
-                f"a claim after save_session(..., lease=30) returned {held!r}; expected SessionBusyError"
-            )
-        if first != record or second is not None:
-            raise CheckFailed(
-                f"claim_session returned {first!r} then {second!r}; expected the record then None"
-            )
-
-        async def idempotency() -> tuple[Any, Any]:
-            acquired = await store.reserve_key(key, 30)
-            if acquired.state is not KeyState.ACQUIRED:
-                return acquired, None
-            await store.complete_key(key, {"ok": True}, 60)
-            return acquired, await store.reserve_key(key, 30)
-
-        acquired, done = await report.step(
-            "idempotency", idempotency, lambda _: "reserved, completed, seen done"
-        )
-        if acquired.state is not KeyState.ACQUIRED:
-            raise CheckFailed(
-                f"reserve_key of a fresh key returned {acquired.state.value}, expected acquired"
-            )
-        if done is None or done.state is not KeyState.DONE or done.result != {"ok": True}:
-            raise CheckFailed(
-                f"reserve_key of a completed key returned {done!r}, expected done with its result"
-            )
+        await _check_sessions(store, report, key)
+        await _check_keys(store, report, key)
     finally:
         await report.step("close", store.close, lambda _: "closed")
+
+
+async def _check_events(store: EventStore, report: _Report) -> None:
+    before = await report.step(
+        "last_offset", lambda: store.last_offset(CHECK_STREAM), lambda o: f"stream at {o}"
+    )
+    probe = {"probe": store.generate_id(), "at": time.time()}
+    event = await report.step(
+        "persist",
+        lambda: store.persist(CHECK_STREAM, probe, rooms=["probe"]),
+        lambda e: f"offset {e.offset}",
+    )
+    events = await report.step(
+        "fetch_since",
+        lambda: store.fetch_since(CHECK_STREAM, before, rooms=["probe"], limit=10),
+        lambda es: f"{len(es)} event(s) read back",
+    )
+    mine = [e for e in events if e.offset == event.offset]
+    if not mine or mine[0].data != probe:
+        raise CheckFailed(f"fetch_since after {before} did not return the probe event {event.offset}")
+
+
+async def _check_sessions(store: EventStore, report: _Report, key: str) -> None:
+    record = {"probe": key, "rooms": ["probe"]}
+
+    async def claim_or_busy() -> Any:
+        try:
+            return await store.claim_session(key)
+        except SessionBusyError:
+            return "busy"
+
+    async def session() -> tuple[Any, Any, Any, Any]:
+        await store.save_session(key, record, 60)
+        leased = await store.claim_session(key, lease=30)
+        busy = await claim_or_busy()
+        await store.save_session(key, record, 60, lease=30)  # saved leased: still hidden
+        held = await claim_or_busy()
+        await store.save_session(key, record, 60)  # ends the lease
+        return leased, busy, held, (await store.claim_session(key), await store.claim_session(key))
+
+    leased, busy, held, (first, second) = await report.step(
+        "session", session, lambda _: "saved, leased, saved leased, saved back, claimed once"
+    )
+    if leased != record or busy != "busy":
+        raise CheckFailed(
+            f"a leased claim_session returned {leased!r}, then a second claim {busy!r}; "
+            "expected the record, then SessionBusyError"
+        )
+    if held != "busy":
+        raise CheckFailed(
+            f"a claim after save_session(..., lease=30) returned {held!r}; expected SessionBusyError"
+        )
+    if first != record or second is not None:
+        raise CheckFailed(f"claim_session returned {first!r} then {second!r}; expected the record then None")
+
+
+async def _check_keys(store: EventStore, report: _Report, key: str) -> None:
+    async def idempotency() -> tuple[Any, Any]:
+        acquired = await store.reserve_key(key, 30)
+        if acquired.state is not KeyState.ACQUIRED:
+            return acquired, None
+        await store.complete_key(key, {"ok": True}, 60)
+        return acquired, await store.reserve_key(key, 30)
+
+    acquired, done = await report.step("idempotency", idempotency, lambda _: "reserved, completed, seen done")
+    if acquired.state is not KeyState.ACQUIRED:
+        raise CheckFailed(f"reserve_key of a fresh key returned {acquired.state.value}, expected acquired")
+    if done is None or done.state is not KeyState.DONE or done.result != {"ok": True}:
+        raise CheckFailed(f"reserve_key of a completed key returned {done!r}, expected done with its result")
 
 
 def _cmd_check(args: argparse.Namespace, out: TextIO) -> int:

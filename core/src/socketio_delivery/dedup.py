@@ -71,6 +71,19 @@ class IdempotencyGuard:
         self.not_handled = not_handled
         self.max_result_bytes = max_result_bytes
 
+    @classmethod
+    def configured(cls, store: EventStore, settings: Any, not_handled: Any) -> IdempotencyGuard | None:
+        """The guard ``settings`` (a :class:`~socketio_delivery.settings.Settings`) ask for, if any."""
+        if not settings.idempotency_key:
+            return None
+        return cls(
+            store,
+            field=settings.idempotency_key,
+            ttl=settings.idempotency_ttl,
+            not_handled=not_handled,
+            max_result_bytes=settings.max_result_bytes,
+        )
+
     async def dispatch(
         self, trigger: Trigger, event: str, namespace: str, args: tuple[Any, ...], identity_of: IdentityOf
     ) -> Any:

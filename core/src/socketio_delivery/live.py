@@ -19,7 +19,7 @@ from . import _socketio_internals as internals
 from .errors import DeliveryTimeoutError
 from .sessions import SessionBook
 from .settings import Settings
-from .store import Event, EventStore
+from .store import Capability, Event, EventStore
 from .tailer import Tailer
 from .wire import RESYNC_EVENT, check_sendable, packet_of, persist_emit
 
@@ -36,7 +36,6 @@ class LiveDelivery:
         book: SessionBook,
         settings: Settings,
         *,
-        poll_interval: float | None,
         open_store: Callable[[], Awaitable[None]],
     ) -> None:
         self.sio = sio
@@ -44,7 +43,8 @@ class LiveDelivery:
         self.book = book
         self.settings = settings
         self.tailers: dict[str, Tailer] = {}
-        self._poll = poll_interval
+        #: stores other processes write to are polled; emits of this process wake the tailer
+        self._poll = settings.poll_interval if Capability.MULTI_PROCESS in store.capabilities else None
         self._open = open_store
         self._lock = asyncio.Lock()
 

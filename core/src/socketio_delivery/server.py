@@ -55,7 +55,7 @@ from .recoverer import Recoverer
 from .registry import open_store
 from .sessions import SessionBook
 from .settings import Settings
-from .store import DEFAULT_PAGE_SIZE, Capability, EventStore
+from .store import DEFAULT_PAGE_SIZE, EventStore
 from .wire import DEFAULT_MAX_EVENT_BYTES, RESERVED_EVENTS, RESYNC_EVENT, emit_args
 
 __all__ = ["DEFAULT_STORE_URL", "RESYNC_EVENT", "Delivery"]
@@ -139,33 +139,11 @@ class Delivery:
         self.store: EventStore = open_store(default_store(store))
         self._identity = identity
         self.sessions = SessionBook(
-            sio,
-            self.store,
-            recovery_window=config.recovery_window,
-            session_lease=config.session_lease,
-            position_of=lambda namespace: self.live.position_of(namespace),
+            sio, self.store, config.recovery_window, config.session_lease, position_of=self._position_of
         )
-        shared = Capability.MULTI_PROCESS in self.store.capabilities
-        self.live = LiveDelivery(
-            sio,
-            self.store,
-            self.sessions,
-            config,
-            poll_interval=config.poll_interval if shared else None,
-            open_store=self.open,
-        )
+        self.live = LiveDelivery(sio, self.store, self.sessions, config, open_store=self.open)
         self._recoverer = Recoverer(sio, self.store, self.sessions, page_size=config.page_size)
-        self._guard = (
-            IdempotencyGuard(
-                self.store,
-                field=config.idempotency_key,
-                ttl=config.idempotency_ttl,
-                not_handled=sio.not_handled,
-                max_result_bytes=config.max_result_bytes,
-            )
-            if config.idempotency_key
-            else None
-        )
+        self._guard = IdempotencyGuard.configured(self.store, config, sio.not_handled)
         self._lock = asyncio.Lock()
         self._opened = False
         self._saver: asyncio.Task[None] | None = None
@@ -178,6 +156,9 @@ class Delivery:
     @property
     def session_lease(self) -> float:
         return self.settings.session_lease
+
+    def _position_of(self, namespace: str) -> str | None:
+        return self.live.position_of(namespace)
 
     # -- public API ---------------------------------------------------------------
     def recovered(self, sid: str, namespace: str = "/") -> bool:

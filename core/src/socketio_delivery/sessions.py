@@ -45,9 +45,9 @@ class SessionBook:
         self,
         sio: socketio.AsyncServer,
         store: EventStore,
-        *,
         recovery_window: float,
         session_lease: float,
+        *,
         position_of: Callable[[str], str | None],
     ) -> None:
         self.sio = sio
