@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import socketio
 from _serving import ClientFactory, delivery_clients, tag, until
+from socketio_delivery._client_outbox import with_idempotency_key
 from socketio_delivery.client import ClientClosedError, DeliveryClient, EmitTimeoutError
 
 pytestmark = pytest.mark.node
@@ -310,11 +311,12 @@ async def test_idempotency_key_is_added_to_a_dict_first_argument(
     assert len(ack["key"]) >= 16
     mine = await client.emit("order", {"mode": "ok", "idempotencyKey": "k-" + tag()})
     assert mine["key"].startswith("k-")
-    assert client._with_idempotency_key(({"a": 1}, 2))[0].keys() == {"a", "idempotencyKey"}
-    assert client._with_idempotency_key(["a"]) == ["a"]
-    assert client._with_idempotency_key("a") == "a"
-    keyless = make_client(idempotency_key=None)
-    assert keyless._with_idempotency_key({"a": 1}) == {"a": 1}
+    key = client.idempotency_key
+    assert with_idempotency_key(({"a": 1}, 2), key)[0].keys() == {"a", "idempotencyKey"}
+    assert with_idempotency_key(["a"], key) == ["a"]
+    assert with_idempotency_key("a", key) == "a"
+    assert with_idempotency_key({"a": 1}, None) == {"a": 1}
+    assert make_client(idempotency_key=None).idempotency_key is None
 
 
 async def test_explicit_disconnect_ends_the_session_and_fails_pending_emits(

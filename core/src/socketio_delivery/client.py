@@ -46,7 +46,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +53,7 @@ from typing import Any
 from socketio import exceptions as _sio_exceptions  # type: ignore[import-untyped,unused-ignore]
 
 from ._client_internals import HookedAsyncClient
-from ._client_outbox import ClientClosedError, EmitError, EmitTimeoutError, Outbox
+from ._client_outbox import ClientClosedError, EmitError, EmitTimeoutError, Outbox, with_idempotency_key
 from .client_state import Incoming, Mode, NamespaceState, Offset
 from .wire import RESYNC_EVENT
 
@@ -85,7 +84,125 @@ class _Namespace:
         return self.state.pid
 
 
-class DeliveryClient(HookedAsyncClient):
+class _StateWiring(HookedAsyncClient):
+    """The python-socketio side of :class:`DeliveryClient`: one :class:`NamespaceState` and one
+    :class:`Outbox` per namespace, driven by the hooks of :class:`HookedAsyncClient`.
+
+    Each hook tells the namespace's state what happened on the wire and does what it answers:
+    send this CONNECT payload, hand this event to the handlers (now, or after the reply), wake
+    or stop the outgoing queue.
+    """
+
+    def __init__(self, mode: Mode, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mode: Mode = mode
+        self._namespaces: dict[str, _Namespace] = {}
+        self._active = False
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._connect_pending = False  # a connect() (first or reconnect) waits for its CONNECT replies
+        self._transport_lost = False  # ... and its transport closed meanwhile
+
+    def _state(self, namespace: str | None) -> NamespaceState | None:
+        ns = self._namespaces.get(namespace or "/")
+        return None if ns is None else ns.state
+
+    # ---- namespaces -----------------------------------------------------------------------------
+
+    def _ns(self, namespace: str) -> _Namespace:
+        ns = self._namespaces.get(namespace)
+        if ns is None:
+            outbox = Outbox(namespace, self._make_sender(namespace))
+            ns = self._namespaces[namespace] = _Namespace(NamespaceState(self.mode), outbox)
+        return ns
+
+    def _make_sender(self, namespace: str) -> Any:
+        async def send(event: str, data: Any, on_ack: Any) -> None:
+            await HookedAsyncClient.emit(self, event, data, namespace=namespace, callback=on_ack)
+
+        return send
+
+    def _close_all(self, reason: str) -> None:
+        self._active = False
+        for ns in self._namespaces.values():
+            ns.state.went_down(final=True)
+            ns.outbox.close(reason)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dispatch_logged(self, namespace: str, incoming: Incoming) -> None:
+        try:
+            await self._socketio_handle_event(namespace, *incoming)
+        except Exception:
+            event = incoming.data[0] if incoming.data else None
+            logger.exception("handler of event %r on %s failed", event, namespace)
+
+    # ---- hooks called by HookedAsyncClient -------------------------------------------------------
+
+    def _delivery_connect_auth(self, namespace: str, auth: Any) -> Any:
+        ns = self._ns(namespace)
+        ns.outbox.down()
+        if auth is not None and not isinstance(auth, Mapping):
+            logger.warning(
+                "auth is a %s, not a dict: connecting to %s without recovery", type(auth), namespace
+            )
+        return ns.state.connect_sent(auth)
+
+    def _delivery_connect_pending(self) -> bool:
+        return self._connect_pending
+
+    def _delivery_transport_lost(self) -> None:
+        self._transport_lost = True
+        for ns in self._namespaces.values():
+            if ns.state.phase != "down":
+                ns.state.went_down()
+                ns.outbox.down()
+
+    async def _delivery_connect_reply(self, namespace: str, data: Any) -> None:
+        if self._transport_lost:  # it answers a connection that closed while connecting: ignore it
+            return
+        ns = self._ns(namespace)
+        if not ns.state.connect_replied(data):  # a duplicate reply: python-socketio ignores it
+            await self._socketio_handle_connect(namespace, data)
+            return
+        # Like the JS client: the events the server sent before its CONNECT reply (the missed
+        # events of a recovery) are handled first, in order, then the connect handler runs.
+        # As python-socketio does for live events, each handler runs in its own task: they start
+        # in arrival order and a handler that awaits blocks nobody. Events arriving meanwhile are
+        # held by the state and keep their place.
+        epoch = ns.state.epoch
+        while (incoming := ns.state.flush_next()) is not None:
+            self._spawn(self._dispatch_logged(namespace, incoming))
+            await asyncio.sleep(0)  # the task starts (its handler runs up to its first await) now
+            if ns.state.epoch != epoch:  # disconnected meanwhile
+                return
+        ns.outbox.up()
+        await self._socketio_handle_connect(namespace, data)
+        if ns.state.epoch == epoch:
+            ns.outbox.up()  # the namespace is registered by now: wake the queue again
+
+    async def _delivery_event(self, namespace: str, ack_id: int | None, data: list[Any]) -> None:
+        incoming = self._ns(namespace).state.event_arrived(ack_id, data)
+        if incoming is not None:
+            await self._socketio_handle_event(namespace, *incoming)
+
+    def _delivery_namespace_down(self, namespace: str, *, final: bool, reason: Any = None) -> None:
+        ns = self._namespaces.get(namespace)
+        if ns is None:
+            return
+        # an explicit disconnect ends the session (the server drops it too)
+        explicit = reason == getattr(self.reason, "CLIENT_DISCONNECT", _CLIENT_DISCONNECT)
+        ns.state.went_down(explicit=explicit, final=final)
+        ns.outbox.down()
+        if final:
+            ns.outbox.close("the client disconnected")
+            if all(n.state.closed for n in self._namespaces.values()):
+                self._active = False
+
+
+class DeliveryClient(_StateWiring):
     """:class:`socketio.AsyncClient` that recovers its session and emits reliably.
 
     :param mode: ``"recovery"`` (default): connection state recovery with the ``pid`` and offset,
@@ -134,17 +251,11 @@ class DeliveryClient(HookedAsyncClient):
             raise ValueError("ack_timeout must be > 0")
         if retries < 0:
             raise ValueError("retries must be >= 0")
-        super().__init__(**kwargs)
-        self.mode: Mode = mode
+        super().__init__(mode, **kwargs)
         self.ack_timeout = float(ack_timeout)
         self.retries = int(retries)
         self.idempotency_key = idempotency_key
         self.connect_timeout = float(connect_timeout)
-        self._namespaces: dict[str, _Namespace] = {}
-        self._active = False
-        self._tasks: set[asyncio.Future[None]] = set()
-        self._connect_pending = False  # a connect() (first or reconnect) waits for its CONNECT replies
-        self._transport_lost = False  # ... and its transport closed meanwhile
 
     # ---- public state -----------------------------------------------------------------------
 
@@ -157,10 +268,6 @@ class DeliveryClient(HookedAsyncClient):
     def offset(self) -> Offset | None:
         """The last offset seen on the default namespace (what the next reconnect sends)."""
         return self.get_offset("/")
-
-    def _state(self, namespace: str | None) -> NamespaceState | None:
-        ns = self._namespaces.get(namespace or "/")
-        return None if ns is None else ns.state
 
     def is_recovered(self, namespace: str | None = None) -> bool:
         """True when the last CONNECT reply of ``namespace`` carried the ``pid`` we sent: same
@@ -304,7 +411,7 @@ class DeliveryClient(HookedAsyncClient):
             raise _sio_exceptions.BadNamespaceError(f"{ns_name} is not a connected namespace.")
         args = await self._ns(ns_name).outbox.put(
             event,
-            self._with_idempotency_key(data),
+            with_idempotency_key(data, self.idempotency_key),
             ack_timeout=self.ack_timeout if ack_timeout is None else ack_timeout,
             retries=self.retries if retries is None else retries,
         )
@@ -340,108 +447,3 @@ class DeliveryClient(HookedAsyncClient):
             if loop.time() > deadline:
                 raise TimeoutError(f"the client did not notice the dropped transport in {timeout} s")
             await asyncio.sleep(0.005)
-
-    # ---- internals -----------------------------------------------------------------------------
-
-    def _ns(self, namespace: str) -> _Namespace:
-        ns = self._namespaces.get(namespace)
-        if ns is None:
-            outbox = Outbox(namespace, self._make_sender(namespace))
-            ns = self._namespaces[namespace] = _Namespace(NamespaceState(self.mode), outbox)
-        return ns
-
-    def _make_sender(self, namespace: str) -> Any:
-        async def send(event: str, data: Any, on_ack: Any) -> None:
-            await HookedAsyncClient.emit(self, event, data, namespace=namespace, callback=on_ack)
-
-        return send
-
-    def _with_idempotency_key(self, data: Any) -> Any:
-        key = self.idempotency_key
-        if key is None:
-            return data
-        if isinstance(data, dict):
-            return data if key in data else {**data, key: str(uuid.uuid4())}
-        if isinstance(data, tuple) and data and isinstance(data[0], dict) and key not in data[0]:
-            return ({**data[0], key: str(uuid.uuid4())}, *data[1:])
-        return data
-
-    def _close_all(self, reason: str) -> None:
-        self._active = False
-        for ns in self._namespaces.values():
-            ns.state.went_down(final=True)
-            ns.outbox.close(reason)
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _dispatch_logged(self, namespace: str, incoming: Incoming) -> None:
-        try:
-            await self._socketio_handle_event(namespace, *incoming)
-        except Exception:
-            event = incoming.data[0] if incoming.data else None
-            logger.exception("handler of event %r on %s failed", event, namespace)
-
-    # ---- hooks called by HookedAsyncClient -------------------------------------------------------
-
-    def _delivery_connect_auth(self, namespace: str, auth: Any) -> Any:
-        ns = self._ns(namespace)
-        ns.outbox.down()
-        if auth is not None and not isinstance(auth, Mapping):
-            logger.warning(
-                "auth is a %s, not a dict: connecting to %s without recovery", type(auth), namespace
-            )
-        return ns.state.connect_sent(auth)
-
-    def _delivery_connect_pending(self) -> bool:
-        return self._connect_pending
-
-    def _delivery_transport_lost(self) -> None:
-        self._transport_lost = True
-        for ns in self._namespaces.values():
-            if ns.state.phase != "down":
-                ns.state.went_down()
-                ns.outbox.down()
-
-    async def _delivery_connect_reply(self, namespace: str, data: Any) -> None:
-        if self._transport_lost:  # it answers a connection that closed while connecting: ignore it
-            return
-        ns = self._ns(namespace)
-        if not ns.state.connect_replied(data):  # a duplicate reply: python-socketio ignores it
-            await self._socketio_handle_connect(namespace, data)
-            return
-        # Like the JS client: the events the server sent before its CONNECT reply (the missed
-        # events of a recovery) are handled first, in order, then the connect handler runs.
-        # As python-socketio does for live events, each handler runs in its own task: they start
-        # in arrival order and a handler that awaits blocks nobody. Events arriving meanwhile are
-        # held by the state and keep their place.
-        epoch = ns.state.epoch
-        while (incoming := ns.state.flush_next()) is not None:
-            self._spawn(self._dispatch_logged(namespace, incoming))
-            await asyncio.sleep(0)  # the task starts (its handler runs up to its first await) now
-            if ns.state.epoch != epoch:  # disconnected meanwhile
-                return
-        ns.outbox.up()
-        await self._socketio_handle_connect(namespace, data)
-        if ns.state.epoch == epoch:
-            ns.outbox.up()  # the namespace is registered by now: wake the queue again
-
-    async def _delivery_event(self, namespace: str, ack_id: int | None, data: list[Any]) -> None:
-        incoming = self._ns(namespace).state.event_arrived(ack_id, data)
-        if incoming is not None:
-            await self._socketio_handle_event(namespace, *incoming)
-
-    def _delivery_namespace_down(self, namespace: str, *, final: bool, reason: Any = None) -> None:
-        ns = self._namespaces.get(namespace)
-        if ns is None:
-            return
-        # an explicit disconnect ends the session (the server drops it too)
-        explicit = reason == getattr(self.reason, "CLIENT_DISCONNECT", _CLIENT_DISCONNECT)
-        ns.state.went_down(explicit=explicit, final=final)
-        ns.outbox.down()
-        if final:
-            ns.outbox.close("the client disconnected")
-            if all(n.state.closed for n in self._namespaces.values()):
-                self._active = False
