@@ -350,9 +350,12 @@ def run(mode: Mode, sequence: list[Step]) -> None:
                 assert (state.pid, state.offset, state.resume_fields()) == (None, None, {})
         else:
             counter += 1
-            got = state.event_arrived(*packet(kind, arg, counter))
+            ack_id, data = packet(kind, arg, counter)
+            got = state.event_arrived(ack_id, data)
             if got is not None:
                 check_handed_over(state, got)
+                if ack_id is not None:
+                    assert got == Incoming(ack_id, data)  # passed as is
             else:
                 assert state.phase in ("connecting", "flushing")
                 assert state.offset == before  # held: nothing remembered yet
@@ -363,7 +366,8 @@ def packet(kind: str, arg: Any, counter: int) -> tuple[int | None, list[Any]]:
     offset = f"o{counter:06d}"
     if kind == "event":
         ack_id, nargs = arg
-        return (ack_id, ["ev", *range(nargs), offset] if ack_id is None else ["ev", *range(nargs)])
+        # the server appends offsets only to events it wants no ack for
+        return (ack_id, ["ev", *range(nargs), offset] if ack_id is None else ["ev", *range(nargs), "answer"])
     if kind == "envelope":
         return (None, ["chat", {"id": counter, "data": 1}])
     return (None, [RESYNC_EVENT, {"reason": arg} if arg else {}])
@@ -398,6 +402,7 @@ def check_always(state: NamespaceState, mode: Mode, before: str | int | None) ->
     assert state.recovered is False or state.recovery_failed is None
     if before is not None and state.offset is not None:
         assert position(state.offset) >= position(before)  # never backwards
+    assert state.offset != "answer"  # never taken from an event that wants an ack
     if mode == "recovery":
         assert state.offset is None or isinstance(state.offset, str)
         assert set(state.resume_fields()) in (set(), {"pid"}, {"pid", "offset"})

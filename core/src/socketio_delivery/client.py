@@ -281,8 +281,8 @@ class DeliveryClient(_StateWiring):
 
         The reason is ``"new session"`` until a :data:`RESYNC_EVENT` (from a Delivery server,
         right after the CONNECT reply) gives the server's own reason, as the server's
-        ``Delivery.recovery_failed(sid)`` does. Until 0.x it returned a ``bool``: test it for
-        truth (``if client.recovery_failed():``) or against ``None``.
+        ``Delivery.recovery_failed(sid)`` does. It used to return a ``bool``: test it for truth
+        (``if client.recovery_failed():``) or against ``None`` (docs/client.md, migration).
         """
         state = self._state(namespace)
         return None if state is None else state.recovery_failed
