@@ -1,4 +1,6 @@
-"""Unit tests of the client's rules, without sockets (the end-to-end proofs are in test_client*.py).
+"""Unit tests of the client's wiring, without sockets: the hooks drive each namespace's state and
+queue as they should. The rules themselves are tested in test_client_state.py, the end-to-end
+proofs are in test_client.py (Node) and test_client_delivery.py (Delivery).
 
 python-socketio's own handling is replaced by a recorder where noted; the outbox gets a fake
 sender that the test answers by hand.
