@@ -1,8 +1,10 @@
 """DeliveryClient against the reference peer: Node socket.io 4.8 with connectionStateRecovery.
 
 The server is tests/js/csr_server.js (see its header for the control events). Every test uses real
-sockets on 127.0.0.1; the connection is broken by the server (``socket.conn.close()``, a
-recoverable "forced close" for Node) and the client reconnects by itself.
+sockets on 127.0.0.1. The connection is broken by the client (``await client.drop()``: no
+goodbye, as a network failure) or, when events must be emitted while the client is away, by the
+server (``server_drop``: ``socket.conn.close()``, a recoverable "forced close" for Node); the
+client reconnects by itself.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 import socketio
 from _serving import ClientFactory, delivery_clients, tag, until
+from socketio_delivery._client_outbox import with_idempotency_key
 from socketio_delivery.client import ClientClosedError, DeliveryClient, EmitTimeoutError
 
 pytestmark = pytest.mark.node
@@ -57,7 +60,7 @@ async def make_client() -> AsyncIterator[ClientFactory]:
         yield make
 
 
-async def drop(
+async def server_drop(
     client: DeliveryClient,
     *then: tuple[str | None, str, list[Any]],
     namespace: str = "/",
@@ -94,7 +97,7 @@ async def test_recovers_sid_rooms_data_and_missed_events_after_forced_close(
     assert client.recovered is False
     assert isinstance(client.offset, str)
 
-    await drop(client, (room, "news", ["b"]), (room, "news", ["c"]), (tag(), "news", ["other room"]))
+    await server_drop(client, (room, "news", ["b"]), (room, "news", ["c"]), (tag(), "news", ["other room"]))
     await until(lambda: client.recovered, "the recovery")
     await until(lambda: "c" in seen, "the missed events")
 
@@ -167,7 +170,7 @@ async def test_reconnect_sends_pid_offset_and_the_user_auth(
     await until(lambda: bool(seen), "an event")
     offset = client.offset
 
-    await drop(client)
+    await client.drop()
     await until(lambda: client.recovered, "the recovery")
     first, second = (await client.emit("whoami"))["auth"], None
     auths = await client.emit("auths")
@@ -191,10 +194,11 @@ async def test_failed_recovery_gives_a_new_session_and_says_so(
     await until(lambda: bool(seen), "an event")
     sid = client.get_sid()
 
-    await drop(client, forget=True)
-    await until(lambda: client.recovery_failed(), "the reconnect")
+    await server_drop(client, forget=True)
+    await until(lambda: client.recovery_failed() is not None, "the reconnect")
     await until(lambda: client.connected, "the reconnect")
 
+    assert client.recovery_failed() == "new session"  # Node gives no reason
     assert client.recovered is False
     assert client.get_sid() != sid
     assert client.offset is None  # the old position means nothing to the new session
@@ -203,10 +207,10 @@ async def test_failed_recovery_gives_a_new_session_and_says_so(
     await client.emit("emit-to-me", {"event": "news", "args": ["b"]}, reliable=False)
     await until(lambda: "b" in seen, "an event")
     new_sid = client.get_sid()
-    await drop(client)
+    await client.drop()
     await until(lambda: client.recovered, "the recovery of the new session")
     assert client.get_sid() == new_sid
-    assert client.recovery_failed() is False
+    assert client.recovery_failed() is None
 
 
 async def test_each_namespace_recovers_its_own_session(node_url: str, make_client: ClientFactory) -> None:
@@ -222,7 +226,7 @@ async def test_each_namespace_recovers_its_own_session(node_url: str, make_clien
     await until(lambda: len(seen) == 2, "an event on each namespace")
     assert client.get_offset("/") != client.get_offset("/chat")
 
-    await drop(client, (room, "news", ["missed"]), namespace="/chat")
+    await server_drop(client, (room, "news", ["missed"]), namespace="/chat")
     await until(lambda: client.is_recovered("/") and client.is_recovered("/chat"), "both recoveries")
     await until(lambda: ("/chat", "missed") in seen, "the missed event")
     assert seen.count(("/chat", "missed")) == 1
@@ -289,8 +293,8 @@ async def test_emit_made_while_disconnected_waits_for_the_reconnect(
     await client.connect(node_url)
     await client.emit("emit-to-me", {"event": "news", "args": ["a"]}, reliable=False)
     await until(lambda: client.offset is not None, "an event")
-    await drop(client)
-    await until(lambda: not client.connected, "the disconnect")
+    await client.drop()
+    assert not client.connected
     ack = await client.emit("order", {"mode": "ok", "item": 1})
     assert ack["calls"] == 1
     assert client.recovered is True
@@ -307,11 +311,12 @@ async def test_idempotency_key_is_added_to_a_dict_first_argument(
     assert len(ack["key"]) >= 16
     mine = await client.emit("order", {"mode": "ok", "idempotencyKey": "k-" + tag()})
     assert mine["key"].startswith("k-")
-    assert client._with_idempotency_key(({"a": 1}, 2))[0].keys() == {"a", "idempotencyKey"}
-    assert client._with_idempotency_key(["a"]) == ["a"]
-    assert client._with_idempotency_key("a") == "a"
-    keyless = make_client(idempotency_key=None)
-    assert keyless._with_idempotency_key({"a": 1}) == {"a": 1}
+    key = client.idempotency_key
+    assert with_idempotency_key(({"a": 1}, 2), key)[0].keys() == {"a", "idempotencyKey"}
+    assert with_idempotency_key(["a"], key) == ["a"]
+    assert with_idempotency_key("a", key) == "a"
+    assert with_idempotency_key({"a": 1}, None) == {"a": 1}
+    assert make_client(idempotency_key=None).idempotency_key is None
 
 
 async def test_explicit_disconnect_ends_the_session_and_fails_pending_emits(
@@ -334,7 +339,7 @@ async def test_explicit_disconnect_ends_the_session_and_fails_pending_emits(
 
     await client.connect(node_url)
     assert client.recovered is False
-    assert client.recovery_failed() is False
+    assert client.recovery_failed() is None  # it did not ask: the session ended with disconnect()
     assert "pid" not in (await client.emit("whoami"))["auth"]
 
 
@@ -396,7 +401,7 @@ async def test_handlers_of_missed_events_may_await_emits_and_later_events(
     await client.emit("join", room)
     await client.emit("emit-to-me", {"event": "news", "args": ["a"]}, reliable=False)
     await until(lambda: client.offset is not None, "an event")
-    await drop(client, (room, "news", ["b"]), (room, "news", ["c"]), (room, "later", ["L"]))
+    await server_drop(client, (room, "news", ["b"]), (room, "news", ["c"]), (room, "later", ["L"]))
     await until(lambda: len(results) == 2, "both handlers")
     assert sorted(results) == ["L", "b"]
     assert client.recovered is True
@@ -436,8 +441,8 @@ async def test_node_cannot_recover_a_client_that_got_no_event_yet(
     client = make_client()
     await client.connect(node_url)
     assert client.offset is None
-    await drop(client)
-    await until(lambda: client.recovery_failed(), "the reconnect")
+    await client.drop()
+    await until(lambda: client.recovery_failed() is not None, "the reconnect")
     assert client.recovered is False
     auths = await client.emit("auths")
     assert set(auths[-1]) == {"pid"}  # the pid alone, as the JS client sends it

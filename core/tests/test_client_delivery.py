@@ -1,8 +1,10 @@
 """DeliveryClient against a python-socketio AsyncServer with ``Delivery(store="memory://")``.
 
 The server runs in the test's event loop under uvicorn on 127.0.0.1 (real HTTP/WebSocket). A
-"drop" closes the client's Engine.IO transport on the server side without any goodbye, as a
-network failure would: the server sees ``transport close`` and the client reconnects by itself.
+drop is ``await client.drop()``: the client closes its transport without any goodbye, as a
+network failure would; the server sees ``transport close`` and the client reconnects by itself.
+The faults a server makes in the middle of a handler (``App.drop``: the ack is lost) close the
+transport on the server side.
 """
 
 from __future__ import annotations
@@ -85,11 +87,6 @@ def build_app(sio: socketio.AsyncServer, delivery: Any, url: str) -> App:
         async def ask_me(sid: str, text: str, namespace: str = namespace) -> Any:
             return await sio.call("question", text, to=sid, namespace=namespace, timeout=10)
 
-        async def drop(sid: str, spec: dict[str, Any], namespace: str = namespace) -> None:
-            await app.drop(sid, namespace)
-            for to, event, args in spec.get("then", []):
-                await sio.emit(event, tuple(args), room=to, namespace=namespace)
-
         async def publish(sid: str, spec: dict[str, Any], namespace: str = namespace) -> str:
             offset: str = await delivery.publish(spec["event"], spec["data"], namespace=namespace)
             return offset
@@ -141,7 +138,6 @@ def build_app(sio: socketio.AsyncServer, delivery: Any, url: str) -> App:
             "whoami": whoami,
             "emit-to-me": emit_to_me,
             "ask-me": ask_me,
-            "drop": drop,
             "publish": publish,
             "order": order,
             "seq": seq,
@@ -177,10 +173,19 @@ async def make_client() -> AsyncIterator[ClientFactory]:
         yield make
 
 
-async def drop(
-    client: DeliveryClient, *then: tuple[str | None, str, list[Any]], namespace: str = "/"
+#: the reconnection delay of clients that must miss events: the test emits them in that window
+AWAY = 0.5
+
+
+async def drop_and_emit(
+    app: App, client: DeliveryClient, *then: tuple[str | None, str, list[Any]], namespace: str = "/"
 ) -> None:
-    await client.emit("drop", {"then": [list(t) for t in then]}, namespace=namespace, reliable=False)
+    """``client.drop()``, then emit ``then`` (room, event, args) while the client is away (it
+    comes back after ``reconnection_delay``: make it with ``reconnection_delay=AWAY``)."""
+    assert client.reconnection_delay >= AWAY
+    await client.drop()
+    for to, event, args in then:
+        await app.sio.emit(event, tuple(args), room=to, namespace=namespace)
 
 
 @pytest.mark.parametrize("transports", [None, ["polling"]], ids=["websocket", "polling"])
@@ -188,7 +193,7 @@ async def test_recovers_sid_rooms_session_and_missed_events_after_forced_close(
     app: App, make_client: ClientFactory, transports: list[str] | None
 ) -> None:
     room = tag()
-    client = make_client()
+    client = make_client(reconnection_delay=AWAY)
     seen: list[str] = []
 
     @client.on("news")
@@ -208,7 +213,9 @@ async def test_recovers_sid_rooms_session_and_missed_events_after_forced_close(
     sid = client.get_sid()
     offset = client.offset
 
-    await drop(client, (room, "news", ["b"]), (room, "news", ["c"]), (tag(), "news", ["other room"]))
+    await drop_and_emit(
+        app, client, (room, "news", ["b"]), (room, "news", ["c"]), (tag(), "news", ["other room"])
+    )
     await until(lambda: client.recovered, "the recovery")
     await until(lambda: "c" in seen, "the missed events")
 
@@ -222,9 +229,33 @@ async def test_recovers_sid_rooms_session_and_missed_events_after_forced_close(
     assert client.resync_reason() is None
 
 
+@pytest.mark.parametrize("transports", [None, ["polling"]], ids=["websocket", "polling"])
+async def test_drop_is_a_network_failure_the_client_recovers_from(
+    app: App, make_client: ClientFactory, transports: list[str] | None
+) -> None:
+    server_reasons: list[str] = []
+    app.sio.on("disconnect", lambda sid, reason: server_reasons.append(reason))
+    client = make_client(reconnection_delay=AWAY)
+    client_reasons: list[str] = []
+    client.on("disconnect", client_reasons.append)
+    await client.connect(app.url, transports=transports)
+    sid = client.get_sid()
+    with pytest.raises(RuntimeError, match="needs a connected client"):
+        await make_client().drop()
+
+    await client.drop()
+    assert client.connected is False  # drop() returns once the client has seen it
+    assert client_reasons == [client.reason.TRANSPORT_ERROR]
+    await until(lambda: client.recovered and client.connected, "the recovery")
+    assert client.get_sid() == sid
+    assert app.connects[-1]["recovered"] is True
+    await until(lambda: bool(server_reasons), "the server closing the old connection")
+    assert app.sio.reason.CLIENT_DISCONNECT not in server_reasons  # no goodbye was sent
+
+
 async def test_reconnect_before_any_event_still_recovers(app: App, make_client: ClientFactory) -> None:
     room = tag()
-    client = make_client()
+    client = make_client(reconnection_delay=AWAY)
     seen: list[str] = []
     client.on("news", seen.append)
     await client.connect(app.url)
@@ -232,7 +263,7 @@ async def test_reconnect_before_any_event_still_recovers(app: App, make_client: 
     sid = client.get_sid()
     assert client.offset is None
 
-    await drop(client, (room, "news", ["missed"]))
+    await drop_and_emit(app, client, (room, "news", ["missed"]))
     await until(lambda: client.recovered, "the recovery")
     await until(lambda: bool(seen), "the missed event")
     assert seen == ["missed"]
@@ -263,28 +294,33 @@ async def test_failed_recovery_gives_a_new_session_and_a_resync_event(
     client = make_client()
     resyncs: list[dict[str, Any]] = []
     client.on(RESYNC_EVENT, resyncs.append)
+    failed_in_connect: list[str | None] = []
+    client.on("connect", lambda: failed_in_connect.append(client.recovery_failed()))
     await client.connect(app.url)
     sid = client.get_sid()
-    client._namespaces["/"].pid = "forged-" + tag()  # a pid the server never issued
+    client._namespaces["/"].state.pid = "forged-" + tag()  # a pid the server never issued
 
-    await drop(client)
+    await client.drop()
     await until(lambda: bool(resyncs), "the resync event")
 
     assert client.recovered is False
-    assert client.recovery_failed() is True
+    assert failed_in_connect[0] is None  # the first connect did not ask
+    assert failed_in_connect[1]  # a reason already ("new session" until the resync event)
+    assert client.recovery_failed() == resyncs[0]["reason"]  # the server's reason, as the server says it
     assert client.get_sid() != sid
     assert isinstance(resyncs[0]["reason"], str)
     assert client.resync_reason() == resyncs[0]["reason"]
     assert app.connects[-1]["recovery_failed"] == resyncs[0]["reason"]
     # the new session recovers on the next drop
-    await drop(client)
+    await client.drop()
     await until(lambda: client.recovered, "the recovery of the new session")
     assert client.resync_reason() is None
+    assert client.recovery_failed() is None
 
 
 async def test_each_namespace_recovers_its_own_session(app: App, make_client: ClientFactory) -> None:
     room = tag()
-    client = make_client()
+    client = make_client(reconnection_delay=AWAY)
     seen: list[tuple[str, str]] = []
     client.on("news", lambda item: seen.append(("/", item)))
     client.on("news", lambda item: seen.append(("/chat", item)), namespace="/chat")
@@ -294,7 +330,7 @@ async def test_each_namespace_recovers_its_own_session(app: App, make_client: Cl
     await client.emit("emit-to-me", {"event": "news", "args": ["b"]}, namespace="/chat")
     await until(lambda: len(seen) == 2, "an event on each namespace")
 
-    await drop(client, (room, "news", ["missed"]), namespace="/chat")
+    await drop_and_emit(app, client, (room, "news", ["missed"]), namespace="/chat")
     await until(lambda: client.is_recovered("/") and client.is_recovered("/chat"), "both recoveries")
     await until(lambda: ("/chat", "missed") in seen, "the missed event")
     assert seen.count(("/chat", "missed")) == 1
@@ -377,7 +413,7 @@ async def test_recovers_on_another_server_sharing_the_store(make_client: ClientF
         async with serve(store) as first, serve(store) as second:
             room = tag()
             target = [first.url]
-            client = make_client()
+            client = make_client(reconnection_delay=AWAY)
             seen: list[str] = []
             client.on("news", seen.append)
             await client.connect(lambda: target[0])  # the URL is looked up on every (re)connect
@@ -387,7 +423,7 @@ async def test_recovers_on_another_server_sharing_the_store(make_client: ClientF
             sid = client.get_sid()
 
             target[0] = second.url
-            await drop(client, (room, "news", ["missed on the first server"]))
+            await drop_and_emit(second, client, (room, "news", ["missed on the first server"]))
             await until(lambda: client.recovered, "the recovery on the second server")
             await until(lambda: len(seen) == 2, "the missed event")
 
@@ -422,7 +458,7 @@ async def test_no_loss_duplicate_or_reorder_across_repeated_drops(
     acks = []
     for round_ in range(5):  # drop, and emit reliably, while the server keeps emitting
         await until(lambda r=round_: len(ticks) > (r + 1) * count // 8, "more ticks")
-        await drop(client)
+        await client.drop()
         acks.append(await client.emit("order", {"mode": "ok", "item": round_}))
     await asyncio.gather(*app.tasks)
     await until(lambda: len(ticks) >= count, "every tick")
@@ -446,7 +482,7 @@ async def test_a_recovery_slower_than_a_second_is_not_abandoned(app: App, make_c
     client = make_client()
     await client.connect(app.url)
     sid = client.get_sid()
-    await drop(client)
+    await client.drop()
     await until(lambda: client.recovered, "the slow recovery")
     assert client.get_sid() == sid
 
@@ -487,7 +523,7 @@ async def test_a_reconnect_whose_transport_dies_before_the_connect_reply_tries_a
 ) -> None:
     """python-socketio's connect() would wait the whole connect_timeout for a reply that cannot come."""
     fault = ConnectReplyFault(app)
-    client = make_client(connect_timeout=60.0)
+    client = make_client(connect_timeout=60.0, reconnection_delay=AWAY)
     await client.connect(app.url, transports=transports)
     sid = client.get_sid()
     room = tag()
@@ -496,7 +532,7 @@ async def test_a_reconnect_whose_transport_dies_before_the_connect_reply_tries_a
     client.on("news", seen.append)
 
     fault.arm("before")
-    await drop(client, (room, "news", ["missed"]))
+    await drop_and_emit(app, client, (room, "news", ["missed"]))
     # a hang guard far below connect_timeout: with the bug the second attempt starts after 60 s
     await until(lambda: client.recovered and client.connected, "the next attempt's recovery", timeout=10)
     assert fault.eio_sids
@@ -515,7 +551,7 @@ async def test_a_reconnect_whose_transport_dies_right_after_the_connect_reply_is
     """The reply is handled, then the transport closes before python-socketio's connect() resumes:
     it used to mark the dead connection connected, with its reconnection loop already over."""
     fault = ConnectReplyFault(app)
-    client = make_client(connect_timeout=60.0)
+    client = make_client(connect_timeout=60.0, reconnection_delay=AWAY)
     handler_saw_drop: list[bool] = []
 
     @client.event
@@ -534,7 +570,7 @@ async def test_a_reconnect_whose_transport_dies_right_after_the_connect_reply_is
     client.on("news", seen.append)
 
     fault.arm("after")
-    await drop(client, (room, "news", ["missed"]))
+    await drop_and_emit(app, client, (room, "news", ["missed"]))
     await until(lambda: fault.when is None, "the faulty CONNECT reply")
     await until(lambda: client.recovered and client.connected, "a recovery on a live transport", timeout=10)
     assert client.eio.state == "connected"
@@ -573,13 +609,13 @@ async def test_a_client_that_gave_up_reconnecting_reconnects_again_after_a_new_c
     client = make_client(reconnection_attempts=1)
     await client.connect(lambda: target[0])
     target[0] = nowhere
-    await drop(client)
+    await client.drop()
     await until(lambda: not client.connected and client._reconnect_task.done(), "the client giving up")
 
     target[0] = app.url
     await client.connect(lambda: target[0])
     sid = client.get_sid()
-    await drop(client)
+    await client.drop()
     await until(lambda: client.connected and len(app.connects) == 3, "the reconnect after the drop")
     assert client.get_sid() == sid
     assert app.connects[-1]["recovered"] is True
@@ -590,7 +626,7 @@ async def test_binary_events_are_persisted_and_replayed_as_binary(
     app: App, make_client: ClientFactory, transports: list[str] | None
 ) -> None:
     room = tag()
-    client = make_client()
+    client = make_client(reconnection_delay=AWAY)
     seen: list[Any] = []
     client.on("file", lambda *args: seen.append(list(args)))
     await client.connect(app.url, transports=transports)
@@ -601,7 +637,7 @@ async def test_binary_events_are_persisted_and_replayed_as_binary(
     live_offset = client.offset
 
     missed = {"name": "b.bin", "data": bytes(range(256))}
-    await drop(client, (room, "file", [missed]), (room, "file", ["plain text"]))
+    await drop_and_emit(app, client, (room, "file", [missed]), (room, "file", ["plain text"]))
     await until(lambda: client.recovered and len(seen) == 3, "the missed binary event")
 
     assert seen == [[live, b"second"], [missed], ["plain text"]]

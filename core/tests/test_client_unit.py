@@ -1,4 +1,6 @@
-"""Unit tests of the client's rules, without sockets (the end-to-end proofs are in test_client*.py).
+"""Unit tests of the client's wiring, without sockets: the hooks drive each namespace's state and
+queue as they should. The rules themselves are tested in test_client_state.py, the end-to-end
+proofs are in test_client.py (Node) and test_client_delivery.py (Delivery).
 
 python-socketio's own handling is replaced by a recorder where noted; the outbox gets a fake
 sender that the test answers by hand.
@@ -73,20 +75,21 @@ async def test_connect_auth_carries_pid_and_offset_and_the_app_auth_wins() -> No
 async def test_recovered_and_recovery_failed_follow_the_reply_pid() -> None:
     client = Recorder()
     await connected(client, pid="p1")
-    assert (client.recovered, client.recovery_failed()) == (False, False)
+    assert (client.recovered, client.recovery_failed()) == (False, None)
     await client._delivery_event("/", None, ["ev", "o1"])
     client._delivery_namespace_down("/", final=False, reason="transport close")
 
     await connected(client, pid="p1")
-    assert (client.recovered, client.recovery_failed()) == (True, False)
+    assert (client.recovered, client.recovery_failed()) == (True, None)
     assert client.offset == "o1"
     client._delivery_namespace_down("/", final=False, reason="transport close")
 
     await connected(client, pid="p2")
-    assert (client.recovered, client.recovery_failed()) == (False, True)
+    assert (client.recovered, client.recovery_failed()) == (False, "new session")
     assert client.offset is None  # belongs to the old session
     await client._delivery_event("/", None, [RESYNC_EVENT, {"reason": "session expired"}])
     assert client.resync_reason() == "session expired"
+    assert client.recovery_failed() == "session expired"  # the server's own words, once it sent them
     assert client.dispatched[-1] == (None, [RESYNC_EVENT, {"reason": "session expired"}])
 
     client._delivery_namespace_down("/", final=True, reason="client disconnect")

@@ -27,6 +27,7 @@ the client parts alone also work on 5.12-5.17).
 from __future__ import annotations
 
 import inspect
+import socket
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -212,6 +213,27 @@ class HookedAsyncClient(socketio.AsyncClient):  # type: ignore[misc,unused-ignor
     def _socketio_transport_connected(self) -> bool:
         """Whether the Engine.IO transport is up."""
         return bool(self.eio.state == "connected")
+
+    async def _socketio_drop_transport(self) -> bool:
+        """Close the Engine.IO transport with no goodbye of any kind, as a network failure would.
+
+        WebSocket: the TCP socket is shut down under aiohttp (no close frame). Long-polling: the
+        client's own HTTP session is closed, so the pending request fails. python-engineio's read
+        loop then sees the transport gone and python-socketio reconnects. ``False``: not
+        connected, or long-polling over an ``http_session`` the application owns.
+        """
+        eio = self.eio
+        if eio.state != "connected":
+            return False
+        if eio.current_transport == "websocket" and eio.ws is not None:
+            sock = eio.ws.get_extra_info("socket")
+            if sock is not None:
+                sock.shutdown(socket.SHUT_RDWR)
+                return True
+        if eio.http is not None and not eio.external_http:
+            await eio.http.close()
+            return True
+        return False
 
     async def _socketio_undo_connect(self, reason: Any) -> None:
         """``connect()`` returned on a transport that is gone: not connected, handlers told."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,7 +25,14 @@ from typing import Any
 
 from .errors import DeliveryError
 
-__all__ = ["ClientClosedError", "EmitError", "EmitTimeoutError", "Outbox", "PendingEmit"]
+__all__ = [
+    "ClientClosedError",
+    "EmitError",
+    "EmitTimeoutError",
+    "Outbox",
+    "PendingEmit",
+    "with_idempotency_key",
+]
 
 logger = logging.getLogger("socketio_delivery.client")
 
@@ -47,6 +55,23 @@ class EmitTimeoutError(EmitError, TimeoutError):
 
 class ClientClosedError(EmitError, ConnectionError):
     """The client disconnected for good (``disconnect()``, reconnection gave up) before the ack."""
+
+
+def with_idempotency_key(data: Any, key: str | None) -> Any:
+    """``data`` with ``key`` set to a fresh random value in its dict (first) argument.
+
+    A dict, or a tuple whose first item is a dict, gets a copy with the key unless it has one
+    already; anything else (and ``key=None``) is returned as is::
+
+        with_idempotency_key({"a": 1}, "idempotencyKey")  # {"a": 1, "idempotencyKey": "3f2c..."}
+    """
+    if key is None:
+        return data
+    if isinstance(data, dict):
+        return data if key in data else {**data, key: str(uuid.uuid4())}
+    if isinstance(data, tuple) and data and isinstance(data[0], dict) and key not in data[0]:
+        return ({**data[0], key: str(uuid.uuid4())}, *data[1:])
+    return data
 
 
 @dataclass(eq=False)

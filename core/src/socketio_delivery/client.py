@@ -14,6 +14,10 @@ A drop-in :class:`socketio.AsyncClient` (same constructor options, ``on``/``even
   waits for the ack, resends on ack timeout or after a reconnect, adds an idempotency key to a dict
   payload so the server runs the handler once, and returns the ack.
 
+The per-namespace rules (pid, offset, what a reconnect sends) are the pure state object
+:class:`~socketio_delivery.client_state.NamespaceState`; the outgoing queue is
+:mod:`._client_outbox`; this module wires both to python-socketio.
+
 Example::
 
     import asyncio
@@ -42,16 +46,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import uuid
-from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from socketio import exceptions as _sio_exceptions  # type: ignore[import-untyped,unused-ignore]
 
 from ._client_internals import HookedAsyncClient
-from ._client_outbox import ClientClosedError, EmitError, EmitTimeoutError, Outbox
+from ._client_outbox import ClientClosedError, EmitError, EmitTimeoutError, Outbox, with_idempotency_key
+from .client_state import Incoming, Mode, NamespaceState, Offset
 from .wire import RESYNC_EVENT
 
 __all__ = [
@@ -65,34 +68,141 @@ __all__ = [
 
 logger = logging.getLogger("socketio_delivery.client")
 
-#: A stream position: the server's opaque offset string (or, in recipe mode, the ``id`` the
-#: server put in its ``{"id": ..., "data": ...}`` events, which some servers make integers).
-Offset = str | int
-
-Mode = Literal["recovery", "recipe"]
 _CLIENT_DISCONNECT = "client disconnect"
 
 
 @dataclass(eq=False)
 class _Namespace:
-    """What the client remembers about one namespace."""
+    """One namespace: its rules (:class:`NamespaceState`) and its outgoing queue."""
 
+    state: NamespaceState
     outbox: Outbox
-    pid: str | None = None  # from the last CONNECT reply
-    offset: Offset | None = None  # last offset (recovery) or last envelope id (recipe)
-    sent_pid: str | None = None  # the pid the pending CONNECT carried
-    recovered: bool = False
-    recovery_failed: bool = False
-    server_offsets: bool = False  # the current connection's reply carried a pid: events end with an offset
-    resync_reason: str | None = None
-    #: "down" -> CONNECT sent: "connecting" -> reply: "flushing" (held events run) -> "open"
-    phase: Literal["down", "connecting", "flushing", "open"] = "down"
-    held: deque[tuple[int | None, list[Any]]] = field(default_factory=deque)
-    closed: bool = False
-    epoch: int = 0  # +1 on every CONNECT sent and every disconnect: work of an older one stops
+
+    @property
+    def pid(self) -> str | None:
+        """The session id of the last CONNECT reply (read by the multi-node tests)."""
+        return self.state.pid
 
 
-class DeliveryClient(HookedAsyncClient):
+class _StateWiring(HookedAsyncClient):
+    """The python-socketio side of :class:`DeliveryClient`: one :class:`NamespaceState` and one
+    :class:`Outbox` per namespace, driven by the hooks of :class:`HookedAsyncClient`.
+
+    Each hook tells the namespace's state what happened on the wire and does what it answers:
+    send this CONNECT payload, hand this event to the handlers (now, or after the reply), wake
+    or stop the outgoing queue.
+    """
+
+    def __init__(self, mode: Mode, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.mode: Mode = mode
+        self._namespaces: dict[str, _Namespace] = {}
+        self._active = False
+        self._tasks: set[asyncio.Future[None]] = set()
+        self._connect_pending = False  # a connect() (first or reconnect) waits for its CONNECT replies
+        self._transport_lost = False  # ... and its transport closed meanwhile
+
+    def _state(self, namespace: str | None) -> NamespaceState | None:
+        ns = self._namespaces.get(namespace or "/")
+        return None if ns is None else ns.state
+
+    # ---- namespaces -----------------------------------------------------------------------------
+
+    def _ns(self, namespace: str) -> _Namespace:
+        ns = self._namespaces.get(namespace)
+        if ns is None:
+            outbox = Outbox(namespace, self._make_sender(namespace))
+            ns = self._namespaces[namespace] = _Namespace(NamespaceState(self.mode), outbox)
+        return ns
+
+    def _make_sender(self, namespace: str) -> Any:
+        async def send(event: str, data: Any, on_ack: Any) -> None:
+            await HookedAsyncClient.emit(self, event, data, namespace=namespace, callback=on_ack)
+
+        return send
+
+    def _close_all(self, reason: str) -> None:
+        self._active = False
+        for ns in self._namespaces.values():
+            ns.state.went_down(final=True)
+            ns.outbox.close(reason)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _dispatch_logged(self, namespace: str, incoming: Incoming) -> None:
+        try:
+            await self._socketio_handle_event(namespace, *incoming)
+        except Exception:
+            event = incoming.data[0] if incoming.data else None
+            logger.exception("handler of event %r on %s failed", event, namespace)
+
+    # ---- hooks called by HookedAsyncClient -------------------------------------------------------
+
+    def _delivery_connect_auth(self, namespace: str, auth: Any) -> Any:
+        ns = self._ns(namespace)
+        ns.outbox.down()
+        if auth is not None and not isinstance(auth, Mapping):
+            logger.warning(
+                "auth is a %s, not a dict: connecting to %s without recovery", type(auth), namespace
+            )
+        return ns.state.connect_sent(auth)
+
+    def _delivery_connect_pending(self) -> bool:
+        return self._connect_pending
+
+    def _delivery_transport_lost(self) -> None:
+        self._transport_lost = True
+        for ns in self._namespaces.values():
+            if ns.state.phase != "down":
+                ns.state.went_down()
+                ns.outbox.down()
+
+    async def _delivery_connect_reply(self, namespace: str, data: Any) -> None:
+        if self._transport_lost:  # it answers a connection that closed while connecting: ignore it
+            return
+        ns = self._ns(namespace)
+        if not ns.state.connect_replied(data):  # a duplicate reply: python-socketio ignores it
+            await self._socketio_handle_connect(namespace, data)
+            return
+        # Like the JS client: the events the server sent before its CONNECT reply (the missed
+        # events of a recovery) are handled first, in order, then the connect handler runs.
+        # As python-socketio does for live events, each handler runs in its own task: they start
+        # in arrival order and a handler that awaits blocks nobody. Events arriving meanwhile are
+        # held by the state and keep their place.
+        epoch = ns.state.epoch
+        while (incoming := ns.state.flush_next()) is not None:
+            self._spawn(self._dispatch_logged(namespace, incoming))
+            await asyncio.sleep(0)  # the task starts (its handler runs up to its first await) now
+            if ns.state.epoch != epoch:  # disconnected meanwhile
+                return
+        ns.outbox.up()
+        await self._socketio_handle_connect(namespace, data)
+        if ns.state.epoch == epoch:
+            ns.outbox.up()  # the namespace is registered by now: wake the queue again
+
+    async def _delivery_event(self, namespace: str, ack_id: int | None, data: list[Any]) -> None:
+        incoming = self._ns(namespace).state.event_arrived(ack_id, data)
+        if incoming is not None:
+            await self._socketio_handle_event(namespace, *incoming)
+
+    def _delivery_namespace_down(self, namespace: str, *, final: bool, reason: Any = None) -> None:
+        ns = self._namespaces.get(namespace)
+        if ns is None:
+            return
+        # an explicit disconnect ends the session (the server drops it too)
+        explicit = reason == getattr(self.reason, "CLIENT_DISCONNECT", _CLIENT_DISCONNECT)
+        ns.state.went_down(explicit=explicit, final=final)
+        ns.outbox.down()
+        if final:
+            ns.outbox.close("the client disconnected")
+            if all(n.state.closed for n in self._namespaces.values()):
+                self._active = False
+
+
+class DeliveryClient(_StateWiring):
     """:class:`socketio.AsyncClient` that recovers its session and emits reliably.
 
     :param mode: ``"recovery"`` (default): connection state recovery with the ``pid`` and offset,
@@ -102,18 +212,14 @@ class DeliveryClient(HookedAsyncClient):
         (and, when the server appends offsets, the offset of every event) and sends it as
         ``auth["offset"]`` on every connect; seed it with :meth:`set_offset`.
     :param ack_timeout: seconds :meth:`emit` waits for an ack before sending again.
-    :param retries: how many times :meth:`emit` resends an event (so ``1 + retries`` attempts);
-        an attempt ends with the ack, the timeout, or the connection dropping.
+    :param retries: how many times :meth:`emit` resends an event (so ``1 + retries`` attempts).
     :param idempotency_key: the field :meth:`emit` adds to a dict first argument, with a fresh
         random value per emit (kept across retries), unless the dict already has it. Must match
         the server's ``Delivery(idempotency_key=...)``. ``None`` adds no key.
-    :param connect_timeout: seconds to wait for a CONNECT reply, on reconnects always (python-socketio
-        waits 1 s, too short for a reply that comes after a long replay) and on :meth:`connect`
-        when no ``wait_timeout`` is given. Default 20, like the JS client's ``timeout``. A
-        transport that closes during the wait ends it at once: the connect raises
-        :class:`socketio.exceptions.ConnectionError` (a reconnect tries again after the delay).
-    :param kwargs: everything :class:`socketio.AsyncClient` accepts (``reconnection_delay``,
-        ``logger``, ``serializer``, ``http_session``...).
+    :param connect_timeout: seconds to wait for a CONNECT reply, on reconnects always and on
+        :meth:`connect` when no ``wait_timeout`` is given (python-socketio's 1 s is too short for
+        a reply that comes after a long replay).
+    :param kwargs: everything :class:`socketio.AsyncClient` accepts (``reconnection_delay``...).
 
     Example::
 
@@ -125,7 +231,6 @@ class DeliveryClient(HookedAsyncClient):
 
         await client.connect("http://localhost:8000", auth={"token": "secret"})
         ack = await client.emit("send", {"text": "hi"})  # {"text": ..., "idempotencyKey": "..."}
-        assert client.recovered is False  # first connection
     """
 
     def __init__(
@@ -146,17 +251,11 @@ class DeliveryClient(HookedAsyncClient):
             raise ValueError("ack_timeout must be > 0")
         if retries < 0:
             raise ValueError("retries must be >= 0")
-        super().__init__(**kwargs)
-        self.mode: Mode = mode
+        super().__init__(mode, **kwargs)
         self.ack_timeout = float(ack_timeout)
         self.retries = int(retries)
         self.idempotency_key = idempotency_key
         self.connect_timeout = float(connect_timeout)
-        self._namespaces: dict[str, _Namespace] = {}
-        self._active = False
-        self._tasks: set[asyncio.Future[None]] = set()
-        self._connect_pending = False  # a connect() (first or reconnect) waits for its CONNECT replies
-        self._transport_lost = False  # ... and its transport closed meanwhile
 
     # ---- public state -----------------------------------------------------------------------
 
@@ -171,52 +270,44 @@ class DeliveryClient(HookedAsyncClient):
         return self.get_offset("/")
 
     def is_recovered(self, namespace: str | None = None) -> bool:
-        """True when the last CONNECT reply of ``namespace`` carried the ``pid`` we sent.
+        """True when the last CONNECT reply of ``namespace`` carried the ``pid`` we sent: same
+        sid, rooms and server-side data, and the missed events ran before the ``connect`` handler."""
+        state = self._state(namespace)
+        return state is not None and state.recovered
 
-        The session (sid, rooms, server-side data) is the old one and the events missed while
-        disconnected were delivered, in order, before the ``connect`` handler ran.
+    def recovery_failed(self, namespace: str | None = None) -> str | None:
+        """Why the last connect did not recover although it asked to; ``None`` when it recovered
+        or did not ask (a first connect). Events may have been missed: resynchronise.
+
+        The reason is ``"new session"`` until a :data:`RESYNC_EVENT` (from a Delivery server,
+        right after the CONNECT reply) gives the server's own reason, as the server's
+        ``Delivery.recovery_failed(sid)`` does. It used to return a ``bool``: test it for truth
+        (``if client.recovery_failed():``) or against ``None`` (docs/client.md, migration).
         """
-        ns = self._namespaces.get(namespace or "/")
-        return ns is not None and ns.recovered
-
-    def recovery_failed(self, namespace: str | None = None) -> bool:
-        """True when the last connect tried to recover (sent a ``pid``) and got a new session.
-
-        Events may have been missed: the application must resynchronise its state. Works with any
-        recovery server (a Delivery server also sends :data:`RESYNC_EVENT` with the reason).
-        """
-        ns = self._namespaces.get(namespace or "/")
-        return ns is not None and ns.recovery_failed
+        state = self._state(namespace)
+        return None if state is None else state.recovery_failed
 
     def resync_reason(self, namespace: str | None = None) -> str | None:
         """The reason of the :data:`RESYNC_EVENT` received on the current connection, if any."""
-        ns = self._namespaces.get(namespace or "/")
-        return None if ns is None else ns.resync_reason
+        state = self._state(namespace)
+        return None if state is None else state.resync_reason
 
     def get_offset(self, namespace: str | None = None) -> Offset | None:
         """The last offset (or, in recipe mode, the last event ``id``) seen on ``namespace``."""
-        ns = self._namespaces.get(namespace or "/")
-        return None if ns is None else ns.offset
+        state = self._state(namespace)
+        return None if state is None else state.offset
 
     def set_offset(self, offset: Offset | None, namespace: str | None = None) -> None:
-        """Set the position the next connect resumes from (recipe mode).
-
-        Use it to resume after a restart of the client process, with the last id you stored::
-
-            client = DeliveryClient(mode="recipe")
-            client.set_offset(load_last_id())
-            await client.connect(url)  # CONNECT auth: {"offset": <last id>}
-        """
-        if offset is not None and (isinstance(offset, bool) or not isinstance(offset, (str, int))):
-            raise TypeError("offset must be a str or an int")
-        self._ns(namespace or "/").offset = offset
+        """Set the position the next connect resumes from (recipe mode), e.g. after a restart of
+        the client process: ``client.set_offset(load_last_id())`` before ``connect``."""
+        self._ns(namespace or "/").state.set_offset(offset)
 
     def pending(self, namespace: str | None = None) -> int:
         """How many emits of ``namespace`` wait for their ack (the one in flight included)."""
         ns = self._namespaces.get(namespace or "/")
         return 0 if ns is None else len(ns.outbox)
 
-    # ---- connect / emit -----------------------------------------------------------------------
+    # ---- connect / emit / drop ------------------------------------------------------------------
 
     async def connect(
         self,
@@ -235,10 +326,6 @@ class DeliveryClient(HookedAsyncClient):
         ``auth`` must be a dict, ``None`` or a function (sync or async) returning one; a
         function is called on every connect and reconnect. The client adds its recovery fields
         (``pid``, ``offset``) to it, per namespace.
-
-        Example::
-
-            await client.connect("http://localhost:8000", auth=lambda: {"token": fresh_token()})
         """
         if auth is not None and not callable(auth) and not isinstance(auth, Mapping):
             raise TypeError("auth must be a dict, None, or a callable returning one")
@@ -251,27 +338,10 @@ class DeliveryClient(HookedAsyncClient):
             self._socketio_forget_finished_reconnect()
             self._active = True
             for ns in self._namespaces.values():
-                ns.closed = False
-        self._transport_lost = False
+                ns.state.reopen()
+        options = dict(transports=transports, namespaces=namespaces, socketio_path=socketio_path)
         try:
-            self._connect_pending = True
-            try:
-                await super().connect(
-                    url,
-                    headers={} if headers is None else headers,
-                    auth=auth,
-                    transports=transports,
-                    namespaces=namespaces,
-                    socketio_path=socketio_path,
-                    wait=wait,
-                    wait_timeout=wait_timeout,
-                    retry=retry,
-                )
-            finally:
-                self._connect_pending = False
-            if not self._socketio_transport_connected():  # closed as connect() returned
-                await self._socketio_undo_connect(self.reason.TRANSPORT_ERROR)
-                raise _sio_exceptions.ConnectionError("the connection closed while connecting")
+            await self._connect_once(url, headers, auth, wait=wait, wait_timeout=wait_timeout, **options)
         except _sio_exceptions.ConnectionError as exc:
             if first and not self.connected:
                 self._close_all("the connection could not be established")
@@ -286,6 +356,18 @@ class DeliveryClient(HookedAsyncClient):
                 self._close_all("the connection could not be established")
             raise
 
+    async def _connect_once(self, url: Any, headers: Any, auth: Any, **options: Any) -> None:
+        """python-socketio's connect, then a check that the transport is still up."""
+        self._transport_lost = False
+        self._connect_pending = True
+        try:
+            await super().connect(url, headers={} if headers is None else headers, auth=auth, **options)
+        finally:
+            self._connect_pending = False
+        if not self._socketio_transport_connected():  # closed as connect() returned
+            await self._socketio_undo_connect(self.reason.TRANSPORT_ERROR)
+            raise _sio_exceptions.ConnectionError("the connection closed while connecting")
+
     async def emit(
         self,
         event: str,
@@ -299,27 +381,18 @@ class DeliveryClient(HookedAsyncClient):
     ) -> Any:
         """Send an event and wait until the server acknowledges it; return the ack.
 
-        The event joins the namespace's queue: events are sent in order, one at a time, and each
-        is resent after ``ack_timeout`` seconds without an ack or after a reconnect, up to
-        ``retries`` times. An emit made while the connection is down waits for the reconnect.
-        A dict first argument gets an idempotency key (see ``idempotency_key``), the same one on
-        every attempt, so a :class:`socketio_delivery.Delivery` server runs the handler once.
+        Events are sent in order, one at a time, each resent after ``ack_timeout`` seconds
+        without an ack or after a reconnect, up to ``retries`` times; an emit made while the
+        connection is down waits for the reconnect. A dict first argument gets an idempotency
+        key, the same on every attempt. ``data`` is one argument, or a tuple of several;
+        ``callback`` is also called with the ack arguments. ``reliable=False`` is
+        python-socketio's own emit (sent once, now; returns ``None``).
 
-        :param data: one argument, or a tuple for several (as in python-socketio).
-        :param callback: also called with the ack arguments, as in python-socketio.
-        :param ack_timeout: per-emit override of the client's ``ack_timeout``.
-        :param retries: per-emit override of the client's ``retries``.
-        :param reliable: ``False`` sends the event once, now, as python-socketio does (no queue,
-            no key, no wait for an ack; raises when disconnected) and returns ``None``.
         :returns: the ack: ``None`` for no argument, the argument, or a tuple of several.
         :raises EmitTimeoutError: no ack after ``1 + retries`` attempts.
         :raises ClientClosedError: the client was disconnected for good before the ack.
-        :raises socketio.exceptions.BadNamespaceError: the client is not connected to ``namespace``
-            and is not reconnecting.
-
-        Example::
-
-            total = await client.emit("add", ({"a": 1}, 2), ack_timeout=2.0, retries=10)
+        :raises socketio.exceptions.BadNamespaceError: not connected to ``namespace`` and not
+            reconnecting.
         """
         ns_name = namespace or "/"
         if ack_timeout is not None and ack_timeout <= 0:
@@ -329,17 +402,16 @@ class DeliveryClient(HookedAsyncClient):
         if not reliable:
             await HookedAsyncClient.emit(self, event, data, namespace=ns_name, callback=callback)
             return None
-        ns = self._namespaces.get(ns_name)
+        state = self._state(ns_name)
         if (
             ns_name not in (self.connection_namespaces or [])
             or not self._active
-            or (ns is not None and ns.closed)
+            or (state is not None and state.closed)
         ):
             raise _sio_exceptions.BadNamespaceError(f"{ns_name} is not a connected namespace.")
-        ns = self._ns(ns_name)
-        args = await ns.outbox.put(
+        args = await self._ns(ns_name).outbox.put(
             event,
-            self._with_idempotency_key(data),
+            with_idempotency_key(data, self.idempotency_key),
             ack_timeout=self.ack_timeout if ack_timeout is None else ack_timeout,
             retries=self.retries if retries is None else retries,
         )
@@ -351,164 +423,27 @@ class DeliveryClient(HookedAsyncClient):
             return None
         return args[0] if len(args) == 1 else args
 
-    # ---- internals -----------------------------------------------------------------------------
+    async def drop(self, timeout: float = 10.0) -> None:
+        """Close the connection abruptly, as a network failure would: for tests.
 
-    def _ns(self, namespace: str) -> _Namespace:
-        ns = self._namespaces.get(namespace)
-        if ns is None:
-            ns = self._namespaces[namespace] = _Namespace(Outbox(namespace, self._make_sender(namespace)))
-        return ns
+        No Socket.IO or Engine.IO goodbye is sent (the server sees ``transport close`` and keeps
+        the session for recovery). Returns once the client has seen the connection go (its
+        ``disconnect`` handlers ran); it then reconnects by itself after ``reconnection_delay``
+        and recovers, as after a real drop.
 
-    def _make_sender(self, namespace: str) -> Any:
-        async def send(event: str, data: Any, on_ack: Any) -> None:
-            await HookedAsyncClient.emit(self, event, data, namespace=namespace, callback=on_ack)
+        :raises RuntimeError: the client is not connected, or uses long-polling over an
+            ``http_session`` you own (the client closes only its own HTTP session).
 
-        return send
+        Example::
 
-    def _with_idempotency_key(self, data: Any) -> Any:
-        key = self.idempotency_key
-        if key is None:
-            return data
-        if isinstance(data, dict):
-            return data if key in data else {**data, key: str(uuid.uuid4())}
-        if isinstance(data, tuple) and data and isinstance(data[0], dict) and key not in data[0]:
-            return ({**data[0], key: str(uuid.uuid4())}, *data[1:])
-        return data
-
-    def _close_all(self, reason: str) -> None:
-        self._active = False
-        for ns in self._namespaces.values():
-            ns.closed = True
-            ns.phase = "down"
-            ns.held.clear()
-            ns.outbox.close(reason)
-
-    # ---- hooks called by HookedAsyncClient -------------------------------------------------------
-
-    def _delivery_connect_auth(self, namespace: str, auth: Any) -> Any:
-        ns = self._ns(namespace)
-        if ns.outbox.connected or ns.phase != "down":  # a reconnect we were not told about
-            self._mark_down(ns)
-        ns.phase = "connecting"
-        ns.epoch += 1
-        ns.closed = False
-        ns.held.clear()
-        ns.sent_pid = None
-        if auth is None:
-            auth = {}
-        if not isinstance(auth, Mapping):
-            logger.warning(
-                "auth is a %s, not a dict: connecting to %s without recovery", type(auth), namespace
-            )
-            return auth
-        fields: dict[str, Any] = {}
-        if self.mode == "recovery":
-            if ns.pid is not None:
-                fields["pid"] = ns.sent_pid = ns.pid
-                if ns.offset is not None:
-                    fields["offset"] = ns.offset
-        elif ns.offset is not None:
-            fields["offset"] = ns.offset
-        return {**fields, **auth}
-
-    def _delivery_connect_pending(self) -> bool:
-        return self._connect_pending
-
-    def _delivery_transport_lost(self) -> None:
-        self._transport_lost = True
-        for ns in self._namespaces.values():
-            if ns.phase != "down":
-                self._mark_down(ns)
-
-    async def _delivery_connect_reply(self, namespace: str, data: Any) -> None:
-        if self._transport_lost:  # it answers a connection that closed while connecting: ignore it
-            return
-        ns = self._ns(namespace)
-        if ns.phase not in ("connecting", "down"):  # a duplicate reply: python-socketio ignores it
-            await self._socketio_handle_connect(namespace, data)
-            return
-        pid = data.get("pid") if isinstance(data, Mapping) else None
-        pid = pid if isinstance(pid, str) and pid else None
-        ns.recovered = pid is not None and pid == ns.sent_pid
-        ns.recovery_failed = ns.sent_pid is not None and not ns.recovered
-        ns.server_offsets = pid is not None
-        ns.resync_reason = None
-        ns.pid = pid
-        if self.mode == "recovery" and not ns.recovered:
-            ns.offset = None  # a new session: the old position means nothing to it
-        # Like the JS client: the events the server sent before its CONNECT reply (the missed
-        # events of a recovery) are handled first, in order, then the connect handler runs.
-        # As python-socketio does for live events, each handler runs in its own task: they start
-        # in arrival order and a handler that awaits (an emit, another event) blocks nobody.
-        # Events arriving meanwhile join ``held`` and keep their place.
-        ns.phase = "flushing"
-        epoch = ns.epoch
-        while ns.held:
-            ack_id, packet_data = ns.held.popleft()
-            task = asyncio.ensure_future(self._dispatch_logged(namespace, ns, ack_id, packet_data))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            await asyncio.sleep(0)  # the task starts (its handler runs up to its first await) now
-            if ns.epoch != epoch:  # disconnected meanwhile
-                return
-        ns.phase = "open"
-        ns.outbox.up()
-        await self._socketio_handle_connect(namespace, data)
-        if ns.epoch == epoch:
-            ns.outbox.up()  # the namespace is registered by now: wake the queue again
-
-    async def _delivery_event(self, namespace: str, ack_id: int | None, data: list[Any]) -> None:
-        ns = self._ns(namespace)
-        if ns.phase in ("connecting", "flushing"):
-            ns.held.append((ack_id, data))
-            return
-        await self._dispatch(namespace, ns, ack_id, data)
-
-    def _delivery_namespace_down(self, namespace: str, *, final: bool, reason: Any = None) -> None:
-        ns = self._namespaces.get(namespace)
-        if ns is None:
-            return
-        self._mark_down(ns)
-        if (
-            reason == getattr(self.reason, "CLIENT_DISCONNECT", _CLIENT_DISCONNECT)
-            and self.mode == "recovery"
-        ):
-            ns.pid = None  # an explicit disconnect ends the session (the server drops it too)
-            ns.offset = None
-            ns.recovered = False
-        if final:
-            ns.closed = True
-            ns.outbox.close("the client disconnected")
-            if all(n.closed for n in self._namespaces.values()):
-                self._active = False
-
-    def _mark_down(self, ns: _Namespace) -> None:
-        ns.epoch += 1
-        ns.phase = "down"
-        ns.held.clear()
-        ns.outbox.down()
-
-    async def _dispatch_logged(
-        self, namespace: str, ns: _Namespace, ack_id: int | None, data: list[Any]
-    ) -> None:
-        try:
-            await self._dispatch(namespace, ns, ack_id, data)
-        except Exception:
-            logger.exception("handler of event %r on %s failed", data[0] if data else None, namespace)
-
-    async def _dispatch(self, namespace: str, ns: _Namespace, ack_id: int | None, data: list[Any]) -> None:
-        if ack_id is None and len(data) >= 1:
-            if ns.server_offsets and len(data) >= 2 and isinstance(data[-1], str):
-                ns.offset = data[-1]
-                data = data[:-1]
-            if self.mode == "recipe" and len(data) >= 2:
-                envelope = data[1]
-                if isinstance(envelope, dict) and envelope.keys() == {"id", "data"}:
-                    eid = envelope["id"]
-                    if isinstance(eid, (str, int)) and not isinstance(eid, bool):
-                        ns.offset = eid
-            if data[0] == RESYNC_EVENT:
-                info = data[1] if len(data) >= 2 else None
-                reason = info.get("reason") if isinstance(info, Mapping) else None
-                ns.resync_reason = reason if isinstance(reason, str) else "unknown"
-        await self._socketio_handle_event(namespace, ack_id, data)
+            await client.drop()
+            await sio.emit("news", "missed", room="r")  # server side, while the client is away
+        """
+        if not self.connected or not await self._socketio_drop_transport():
+            raise RuntimeError("drop() needs a connected client with its own HTTP session")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.connected:
+            if loop.time() > deadline:
+                raise TimeoutError(f"the client did not notice the dropped transport in {timeout} s")
+            await asyncio.sleep(0.005)
