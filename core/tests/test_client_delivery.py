@@ -149,8 +149,12 @@ def build_app(sio: socketio.AsyncServer, delivery: Any, url: str) -> App:
 
 @contextlib.asynccontextmanager
 async def serve(store: Any = "memory://") -> AsyncIterator[App]:
-    """A Delivery app under uvicorn on a free 127.0.0.1 port (``store``: a URL or a store object)."""
-    sio = socketio.AsyncServer(async_mode="asgi")
+    """A Delivery app under uvicorn on a free 127.0.0.1 port (``store``: a URL or a store object).
+
+    Short pings: a long-polling client that drops leaves a connection only Engine.IO's
+    heartbeat can judge dead (``ping_timeout``), and until then its pid is not handed over.
+    """
+    sio = socketio.AsyncServer(async_mode="asgi", ping_interval=1, ping_timeout=2)
     delivery = Delivery(sio, store=store)
     await delivery.open()
     try:
