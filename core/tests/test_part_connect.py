@@ -226,14 +226,16 @@ async def test_a_connect_that_cannot_recover_gets_a_new_session_then_a_resync(da
     assert state.recovery_failed == reason
 
 
-async def test_a_busy_session_closes_the_transport_without_an_answer() -> None:
+async def test_a_busy_session_closes_the_transport_without_an_answer(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     fx = Fixture()
     await fx.saved(lease=10)  # held by a connection elsewhere
     socket = await fx.connect("e1", {"pid": PID})
     assert socket.packets == []
     assert socket.dropped
     assert fx.handled == []
-    assert SESSION_BUSY
+    assert f"closed a connection to / for now: {SESSION_BUSY}" in caplog.text
 
 
 async def test_an_unavailable_store_closes_the_transport_without_an_answer() -> None:
