@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
 import pytest
@@ -51,12 +51,33 @@ class FakeEioSocket:
         return not self.queue.empty()
 
 
+class HangingReplay(MemoryEventStore):
+    """Replay reads (they filter by rooms) never answer; other reads do."""
+
+    async def fetch_since(
+        self,
+        stream: str,
+        offset: str | None,
+        *,
+        rooms: Collection[str] | None = None,
+        limit: int = DEFAULT_PAGE_SIZE,
+    ) -> list[Event]:
+        if rooms is not None:
+            await asyncio.sleep(10)
+        return await super().fetch_since(stream, offset, rooms=rooms, limit=limit)
+
+
 class Fixture:
     def __init__(
-        self, *, rerun_connect: bool = True, timeout: float = 5.0, tailer_fails: bool = False
+        self,
+        *,
+        rerun_connect: bool = True,
+        timeout: float = 5.0,
+        tailer_fails: bool = False,
+        store: MemoryEventStore | None = None,
     ) -> None:
         self.sio = socketio.AsyncServer(async_mode="asgi")
-        self.store = MemoryEventStore()
+        self.store = store or MemoryEventStore()
         self.book = SessionBook(self.sio, self.store, 60, 10, position_of=self.position_of)
         self.recoverer = Recoverer(self.sio, self.store, self.book, page_size=DEFAULT_PAGE_SIZE)
         self.tailers: dict[str, Tailer] = {}
@@ -332,3 +353,31 @@ async def test_a_stale_connection_of_the_same_sid_here_is_superseded() -> None:
     assert stale.superseded
     assert fx.sio.manager.eio_sid_from_sid(sid, NS) == "e-new"
     assert "live-room" in fx.sio.manager.get_rooms(sid, NS)
+
+
+async def test_a_second_connect_of_one_engineio_session_to_a_namespace_is_refused() -> None:
+    fx = Fixture()
+    socket = await fx.connect("e1")
+    await fx.connector.handle("e1", NS, None)
+    assert [kind for kind, _ in socket.packets] == [CONNECT, CONNECT_ERROR]
+    assert len(fx.book.states) == 1
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: when connect_timeout cancels a recovering connect during its replay, _register does "
+    "not undo it (only _accept is guarded): the state stays in the book and the sid stays "
+    "pre-connected, python-socketio ignores the disconnect of a pending socket, and the save loop "
+    "renews the session's lease forever, so its pid can never be recovered again",
+)
+async def test_a_connect_timing_out_during_its_replay_leaves_nothing_behind() -> None:
+    fx = Fixture(timeout=0.2, store=HangingReplay())
+    old = await fx.saved()
+    await fx.store.persist(NS, {"e": "ev", "a": [1]})
+    socket = await fx.connect("e1", {"pid": PID})
+    assert socket.dropped
+    assert replies(socket) == []
+    assert fx.tailers[NS].held == {}
+    assert fx.book.states == {}
+    await fx.book.flush(everything=True)
+    assert await fx.store.claim_session(old.key) is not None

@@ -455,3 +455,12 @@ async def test_a_session_rebased_by_a_gap_is_recovered_from_the_oldest_event() -
     assert claim.failure is None
     assert claim.old is not None
     assert offsets
+
+
+async def test_a_busy_session_with_a_known_lease_end_says_when_it_is_claimable(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", "socketio_delivery")
+    fx = Fixture(Claims(SessionBusyError(retry_after=3.25)))
+    assert (await fx.recoverer.claim(NS, request())).failure == SESSION_BUSY
+    assert "claimable in 3.2 s" in caplog.text

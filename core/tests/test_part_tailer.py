@@ -168,6 +168,20 @@ async def test_emit_waiting_for_a_failed_event_raises_undelivered() -> None:
         await tailer.stop()
 
 
+async def test_waiters_are_answered_as_live_delivery_passes_their_offsets() -> None:
+    store, deliver = MemoryEventStore(), Recorder()
+    tailer = tailer_of(store, deliver, page_size=1)
+    tailer.position = await store.last_offset(S)
+    first, second = await persist(store, 2)
+    waiting = [asyncio.create_task(tailer.delivered(o, 2)) for o in (second, first)]
+    await asyncio.sleep(0)
+    await tailer.drain()
+    await asyncio.sleep(0.01)
+    assert [w.done() for w in waiting] == [False, True]
+    await tailer.drain()
+    assert await asyncio.gather(*waiting) == [True, True]
+
+
 async def test_delivered_times_out_when_live_delivery_does_not_get_there() -> None:
     store, deliver = MemoryEventStore(), Recorder()
     tailer = tailer_of(store, deliver)
