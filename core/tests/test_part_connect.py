@@ -99,7 +99,6 @@ class Fixture:
         self.handled: list[tuple[str, Any]] = []
         self.answer: Any = True
 
-        @self.sio.on("connect")
         async def connect(sid: str, environ: Any, auth: Any) -> Any:
             self.handled.append((sid, auth))
             if isinstance(self.answer, BaseException):
@@ -108,6 +107,8 @@ class Fixture:
                 await asyncio.sleep(self.answer)
                 return True
             return self.answer
+
+        self.sio.on("connect", connect)
 
     @staticmethod
     async def passthrough(
@@ -325,9 +326,10 @@ async def test_a_transport_closed_while_connecting_is_disconnected_right_after_t
     fx = Fixture()
     disconnected: list[str] = []
 
-    @fx.sio.on("disconnect")
     async def disconnect(sid: str, reason: Any) -> None:
         disconnected.append(sid)
+
+    fx.sio.on("disconnect", disconnect)
 
     socket = FakeEioSocket()
     socket.closing = True

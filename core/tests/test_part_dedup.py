@@ -90,7 +90,7 @@ async def test_a_retry_during_the_first_run_waits_for_its_result() -> None:
     await asyncio.sleep(0.05)
     assert not second.done()
     gate.set()
-    assert await asyncio.gather(first, second) == ["first", "first"]
+    assert list(await asyncio.gather(first, second)) == ["first", "first"]
     assert runs == [1]
 
 

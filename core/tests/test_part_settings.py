@@ -38,8 +38,10 @@ def test_settings_refuse_bad_values_with_the_name(name: str, value: Any) -> None
 
 @pytest.mark.parametrize("name", SECONDS)
 def test_seconds_take_ints_and_small_floats(name: str) -> None:
-    assert getattr(Settings(**{name: 3}), name) == 3
-    assert getattr(Settings(**{name: 0.001}), name) == 0.001
+    whole: dict[str, Any] = {name: 3}
+    small: dict[str, Any] = {name: 0.001}
+    assert getattr(Settings(**whole), name) == 3
+    assert getattr(Settings(**small), name) == 0.001
 
 
 @pytest.mark.parametrize("name", COUNTS)
