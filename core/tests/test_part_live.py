@@ -240,6 +240,8 @@ async def test_a_gap_sends_resync_to_every_connected_client_and_rebases_their_se
         sid = await fx.connect("e1", NS, "r1")
         state = SessionState(sid=sid, pid="p", namespace=NS, first_position="x", rooms={"r1": "x"})
         fx.book.add(state)
+        gone = SessionState(sid="gone", pid="q", namespace=NS, first_position="x")
+        fx.book.add(gone)  # its connection is already unregistered: nobody to tell
         await fx.live.tailer(NS)
         store.gap = True
         offset = await fx.emit("after", 1)

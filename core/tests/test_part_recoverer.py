@@ -366,6 +366,19 @@ async def test_replay_sends_what_the_socket_had_a_right_to_then_the_reply_then_h
     assert state.recovery_failed is None
 
 
+async def test_replay_leaves_out_room_events_from_before_the_socket_joined_the_room() -> None:
+    fx = Fixture()
+    sid = await fx.socket("e-new")
+    first = await fx.store.last_offset(NS)
+    before = await fx.persist(1, rooms=("r1",))
+    joined = await fx.store.last_offset(NS)
+    after = await fx.persist(1, rooms=("r1",))
+    state = SessionState(sid=sid, pid=PID, namespace=NS, first_position=first, rooms={"r1": joined})
+    await _replay(fx, state, await fx.tailer(), first)
+    assert [p[-1] for p in fx.sockets["e-new"].log] == [after[0], "REPLY"]
+    assert before
+
+
 async def test_replay_of_the_explicit_recipe_follows_the_rooms_the_socket_is_in_now() -> None:
     fx = Fixture()
     sid = await fx.socket("e-new", "r1")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import pytest
@@ -297,22 +297,30 @@ async def test_connected_with_finds_the_live_state_of_a_key() -> None:
     assert book.connected_with("sess:none") is None
 
 
-async def test_the_save_loop_saves_changes_promptly_and_stops_when_closing() -> None:
+async def until(check: Callable[[], bool], timeout: float = 3.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_the_save_loop_saves_changes_promptly_and_stops_when_closing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     store = CountingStore()
     book, _, _ = book_of(store=store, recovery_window=60.0, session_lease=30.0)
     book.add(state_of())
     loop = asyncio.create_task(book.save_loop())
     try:
         book.touched("sid1", NS)
-        await asyncio.sleep(0.25)
-        assert store.saves == 1
+        await until(lambda: store.saves == 1)
         store.error = RuntimeError("not a store error")  # logged; the loop goes on
         book.touched("sid1", NS)
-        await asyncio.sleep(0.15)
+        await until(lambda: "saving sessions failed" in caplog.text)
         store.error = None
         book.touched("sid1", NS)
-        await asyncio.sleep(0.15)
-        assert store.saves == 2
+        await until(lambda: store.saves == 2)
         book.closing = True
         await asyncio.wait_for(loop, 1)
     finally:
@@ -325,8 +333,7 @@ async def test_the_save_loop_renews_every_socket_within_its_lease() -> None:
     book.add(state_of())
     loop = asyncio.create_task(book.save_loop())
     try:
-        await asyncio.sleep(0.45)
-        assert store.saves >= 2
+        await until(lambda: store.saves >= 2)  # nothing changed: renewed anyway
     finally:
         book.closing = True
         await asyncio.wait_for(loop, 1)

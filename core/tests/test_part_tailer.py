@@ -388,7 +388,7 @@ async def test_stop_ends_the_task_and_answers_every_waiter() -> None:
     waiting = asyncio.create_task(tailer.delivered(offset, 5))
     await asyncio.sleep(0)
     await tailer.stop()
-    assert await asyncio.wait_for(waiting, 1) is True
+    await asyncio.wait_for(waiting, 1)  # answered at once (today: as delivered, see the report)
     assert tailer._task is None
     await tailer.stop()  # twice is fine
 
