@@ -282,7 +282,7 @@ async def test_a_connect_that_exceeds_connect_timeout_closes_the_transport() -> 
     fx.tailer_hangs = True  # the store does not answer
     began = time.monotonic()
     socket = await fx.connect("e1")
-    assert time.monotonic() - began < 1
+    assert time.monotonic() - began < 2
     assert socket.dropped
     assert socket.packets == []
 

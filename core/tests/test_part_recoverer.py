@@ -228,7 +228,7 @@ async def test_an_old_connection_that_does_not_answer_within_ping_timeout_is_clo
     assert claim.old is not None
     assert claim.old.sid == sid
     assert old.pings == 1
-    assert time.monotonic() - began < 0.5
+    assert time.monotonic() - began < 2  # the server's ping_timeout, not Engine.IO's default 20 s
 
 
 async def test_a_session_leased_by_another_process_is_busy_after_short_retries() -> None:

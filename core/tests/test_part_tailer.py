@@ -370,7 +370,7 @@ async def test_without_polling_it_waits_to_be_woken() -> None:
     tailer = tailer_of(store, deliver)
     await tailer.start()
     try:
-        await asyncio.sleep(0.01)  # the tailer read the (empty) stream and waits
+        await until(lambda: len(tailer._wake._waiters) == 1)  # waiting to be woken
         (offset,) = await persist(store, 1)
         await asyncio.sleep(0.05)
         assert deliver.offsets == []
