@@ -287,13 +287,6 @@ async def test_a_connect_that_exceeds_connect_timeout_closes_the_transport() -> 
     assert socket.packets == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: python-socketio's _trigger_event swallows the CancelledError of connect_timeout "
-    "in the app's connect handler and returns None, which counts as accepted; on Python 3.11 "
-    "wait_for then returns normally, so a slow handler that would refuse (an auth check) is cut "
-    "off and the socket is connected with a CONNECT reply",
-)
 async def test_a_connect_handler_cut_off_by_connect_timeout_is_not_accepted() -> None:
     fx = Fixture(timeout=0.1)
     fx.answer = 2.0  # a slow auth check (which would then go on to refuse)
@@ -365,13 +358,6 @@ async def test_a_second_connect_of_one_engineio_session_to_a_namespace_is_refuse
     assert len(fx.book.states) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: when connect_timeout cancels a recovering connect during its replay, _register does "
-    "not undo it (only _accept is guarded): the state stays in the book and the sid stays "
-    "pre-connected, python-socketio ignores the disconnect of a pending socket, and the save loop "
-    "renews the session's lease forever, so its pid can never be recovered again",
-)
 async def test_a_connect_timing_out_during_its_replay_leaves_nothing_behind() -> None:
     fx = Fixture(timeout=0.2, store=HangingReplay())
     old = await fx.saved()

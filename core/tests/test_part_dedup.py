@@ -237,11 +237,6 @@ class FailingRelease(MemoryEventStore):
         raise StoreError("release failed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a StoreError from release_key after the handler raised replaces the app's exception, "
-    "and run() then answers not_handled as if the store had failed before the handler ran",
-)
 async def test_a_handler_error_is_not_hidden_by_a_failing_release() -> None:
     """The app's exception is what surfaces; the store error is logged (the lease frees the key)."""
     g = guard(FailingRelease())
@@ -249,11 +244,6 @@ async def test_a_handler_error_is_not_hidden_by_a_failing_release() -> None:
         await g.run("a", "/", "e", "k", Handler(error=RuntimeError("boom")))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: run() catches every DeliveryError, so one raised by the app's handler (for example "
-    "InvalidArgumentError from an emit inside it) is swallowed and logged as 'store failed'",
-)
 async def test_a_delivery_error_raised_by_the_handler_propagates() -> None:
     g = guard()
     with pytest.raises(InvalidArgumentError, match="from the app"):

@@ -255,12 +255,6 @@ async def test_a_gap_sends_resync_to_every_connected_client_and_rebases_their_se
         await fx.live.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: SessionBook.continuity_broke pops the namespace's sent dict, but the tailer's "
-    "deliverer keeps writing to the old dict object, so after a gap the 'last event sent' of "
-    "every socket is lost (saved records carry sent='')",
-)
 async def test_after_a_gap_the_last_sent_offset_is_still_recorded() -> None:
     store = GapStore()
     fx = Fixture(store)

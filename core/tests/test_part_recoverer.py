@@ -453,13 +453,6 @@ async def test_replay_catches_up_when_live_delivery_moves_on() -> None:
     assert tailer.held == {}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: after a gap SessionBook.continuity_broke re-bases sessions at first_position '' "
-    "(live.py passes ''), which is not an offset: a reconnect that reports no offset (it got no "
-    "event since) starts at '' and the store's InvalidOffsetError makes it a 'malformed offset': "
-    "its session is dropped and the client told it sent bad input",
-)
 async def test_a_session_rebased_by_a_gap_is_recovered_from_the_oldest_event() -> None:
     fx = Fixture()
     offsets = await fx.persist(2)  # the new epoch's events, after the gap

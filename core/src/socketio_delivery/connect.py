@@ -51,6 +51,8 @@ class _Attempt:
     namespace: str
     request: ConnectRequest
     claim: Claim
+    #: the event loop's time when the connect must be answered
+    deadline: float = 0.0
     replied: bool = False
 
 
@@ -81,6 +83,7 @@ class Connector:
     async def handle(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         """Answer one CONNECT packet within :attr:`timeout` seconds (see the module docstring)."""
         attempt = _Attempt(eio_sid, namespace or "/", ConnectRequest.parse(data), Claim())
+        attempt.deadline = asyncio.get_running_loop().time() + self.timeout
         try:
             await asyncio.wait_for(self._connect(attempt), self.timeout)
         except asyncio.TimeoutError:
@@ -150,30 +153,36 @@ class Connector:
             pid=old.pid if old else self.new_pid(),
             namespace=namespace,
             first_position=old.first_position if old else tailer.position,
-            rooms=old.rooms if old else {},
+            rooms=dict(old.rooms) if old else {},  # a refused connect leaves the claimed record as it was
             token=new_id(),
             recovered=old is not None,
             recovery_failed=attempt.claim.failure,
         )
         self.book.add(state)
         try:
-            accepted, reason = await self._accept(state, old, eio_sid, attempt.request.auth)
+            accepted, reason = await self._accept(attempt, state, old)
+            if accepted:
+                if old is None:
+                    await self.book.save(state)  # before the client learns its pid: a kill -9 loses nothing
+                await self._reply(attempt, state, tailer)
         except BaseException:
-            await self._abandon(state, tailer, old)
+            if not attempt.replied:  # cut off (deadline) or failed: nothing of it stays behind
+                await self._abandon(state, tailer, old)
             raise
         if not accepted:
             await self._abandon(state, tailer, old)
             await internals.send_connect_error(sio, eio_sid, namespace, reason)
             return
-        if old is None:
-            await self.book.save(state)  # before the client learns its pid: a kill -9 loses nothing
-        await self._reply(attempt, state, tailer)
         await self._after_reply(attempt, state)
 
     async def _accept(
-        self, state: SessionState, old: SessionState | None, eio_sid: str, auth: Any
+        self, attempt: _Attempt, state: SessionState, old: SessionState | None
     ) -> tuple[bool, Any]:
-        """Restore a recovered socket's rooms and data, then run the app's connect handler."""
+        """Restore a recovered socket's rooms and data, then run the app's connect handler.
+
+        A handler still running at the deadline is cancelled, and python-socketio turns that
+        into a plain return: past the deadline the connect is refused, never accepted.
+        """
         if old is not None:
             for room in state.rooms:
                 self.sio.manager.basic_enter_room(state.sid, state.namespace, room)
@@ -181,7 +190,11 @@ class Connector:
                 await self.save_session(state.sid, old.data, state.namespace)
             if not self.rerun_connect:
                 return True, None
-        outcome = await internals.run_connect_handler(self.sio, eio_sid, state.sid, state.namespace, auth)
+        outcome = await internals.run_connect_handler(
+            self.sio, attempt.eio_sid, state.sid, state.namespace, attempt.request.auth
+        )
+        if asyncio.get_running_loop().time() >= attempt.deadline:
+            raise asyncio.TimeoutError
         return outcome.accepted, outcome.reason
 
     async def _reply(self, attempt: _Attempt, state: SessionState, tailer: Tailer) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from .binary import join_binary, split_binary
 from .errors import DeliveryError, InvalidArgumentError
-from .store import EventStore, KeyState
+from .store import EventStore, KeyState, Reservation
 
 __all__ = ["DEFAULT_MAX_RESULT_BYTES", "MAX_IDEMPOTENCY_KEY_LENGTH", "IdempotencyGuard"]
 
@@ -113,37 +113,55 @@ class IdempotencyGuard:
             return invalid_key()
         scoped = "idem:" + hashlib.sha256(f"{identity}\0{namespace}\0{event}\0{key}".encode()).hexdigest()
         try:
-            return await self._run(scoped, handler)
+            done = await self._acquire(scoped)
         except DeliveryError as exc:
-            # Store down: no ack, so the client retries later; the handler did not run twice.
+            # Store down: no ack, so the client retries later; the handler did not run.
             log.error("processed-once emit %r not handled, store failed: %s", event, exc)
             return self.not_handled
+        if done is not None:
+            return _decode(done.result)
+        return await self._run(scoped, handler)
 
-    async def _run(self, key: str, handler: Callable[[], Awaitable[Any]]) -> Any:
+    async def _acquire(self, key: str) -> Reservation | None:
+        """Hold ``key`` (``None``), or the reservation of a completed run (its result)."""
         delay = 0.02
         while True:
             reservation = await self.store.reserve_key(key, self.lease)
             if reservation.state is KeyState.DONE:
-                return _decode(reservation.result)
+                return reservation
             if reservation.state is KeyState.ACQUIRED:
-                break
+                return None
             await asyncio.sleep(delay)  # another delivery of the same emit is running
             delay = min(delay * 2, 0.5)
+
+    async def _run(self, key: str, handler: Callable[[], Awaitable[Any]]) -> Any:
+        """Run the handler for a held key and record its ack; the handler's own errors propagate."""
         try:
             result = await handler()
         except BaseException:
-            await self.store.release_key(key)
+            await self._release(key)
             raise
         if result is self.not_handled:
-            await self.store.release_key(key)
+            await self._release(key)
             return result
         record, result = self._record(result)
         try:
             await self.store.complete_key(key, record, self.ttl)
         except InvalidArgumentError as exc:
             log.error("the ack of a processed-once emit is not JSON, so it is not recorded: %s", exc)
-            await self.store.release_key(key)
+            await self._release(key)
+        except DeliveryError as exc:
+            log.error(
+                "the ack of a processed-once emit could not be recorded (a retry may run it again): %s", exc
+            )
         return result
+
+    async def _release(self, key: str) -> None:
+        """Give a held key up so a retry runs; a store error here is logged, never raised."""
+        try:
+            await self.store.release_key(key)
+        except DeliveryError as exc:
+            log.error("could not release a processed-once key (a retry waits for its lease): %s", exc)
 
     def _record(self, result: Any) -> tuple[Any, Any]:
         """The stored form of an ack, and the ack to send (an error when it is too large)."""

@@ -217,8 +217,8 @@ class Recoverer:
     async def check_start(self, namespace: str, start: str) -> str | None:
         """``None`` when a replay can start after ``start``, otherwise why it cannot."""
         try:
-            await self.store.fetch_since(namespace, start, limit=1)
-            if start > await self.store.last_offset(namespace):
+            await self.store.fetch_since(namespace, start or None, limit=1)
+            if start and start > await self.store.last_offset(namespace):
                 return OFFSET_GONE  # not one this stream has handed out
         except DeliveryError as exc:
             return failure_of(exc)
@@ -281,7 +281,10 @@ class Recoverer:
         room_filter: list[str],
     ) -> tuple[int, str, bool]:
         """Replay one page; returns (events sent, new cursor, whether the replay reached ``target``)."""
-        page = await self.store.fetch_since(state.namespace, cursor, rooms=room_filter, limit=self.page_size)
+        # "" (a session re-based after a gap): from the oldest event the store holds
+        page = await self.store.fetch_since(
+            state.namespace, cursor or None, rooms=room_filter, limit=self.page_size
+        )
         sent = 0
         for event in page:
             if event.offset > target:

@@ -115,7 +115,7 @@ class SessionBook:
             state.rooms = dict.fromkeys(state.rooms, position)
             state.sent = ""
             self._dirty.add((namespace, state.sid))
-        self.sent.pop(namespace, None)
+        self.sent.get(namespace, {}).clear()  # in place: live delivery holds this dict
         return broken
 
     # -- disconnects -------------------------------------------------------------------

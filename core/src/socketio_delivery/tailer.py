@@ -142,10 +142,10 @@ class Tailer:
         if reason is not None:
             raise UndeliveredError(f"event {offset} was persisted but not delivered: {reason}", offset=offset)
 
-    def _release(self, everyone: bool = False) -> None:
+    def _release(self) -> None:
         position, waiting = self.position, []
         for offset, waiter in self._waiters:
-            if everyone or offset <= position:
+            if offset <= position:
                 if not waiter.done():
                     try:
                         self._raise_if_failed(offset)
@@ -161,7 +161,14 @@ class Tailer:
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
-        self._release(everyone=True)
+        for offset, waiter in self._waiters:  # stopped before they were delivered: say so
+            if not waiter.done():
+                waiter.set_exception(
+                    UndeliveredError(
+                        f"event {offset} is persisted; delivery stopped before it was sent", offset=offset
+                    )
+                )
+        self._waiters = []
 
     async def _run(self) -> None:
         backoff = 0.05
