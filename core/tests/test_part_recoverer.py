@@ -470,3 +470,37 @@ async def test_a_busy_session_with_a_known_lease_end_says_when_it_is_claimable(
     fx = Fixture(Claims(SessionBusyError(retry_after=3.25)))
     assert (await fx.recoverer.claim(NS, request())).failure == SESSION_BUSY
     assert "claimable in 3.2 s" in caplog.text
+
+
+class LeasedElsewhere(MemoryEventStore):
+    """Claims are busy, with the lease's remaining seconds, until that lease has run out."""
+
+    def __init__(self, lease: float) -> None:
+        super().__init__()
+        self.until = time.monotonic() + lease
+
+    async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:
+        left = self.until - time.monotonic()
+        if left > 0:
+            raise SessionBusyError("held by a process that stopped renewing it", retry_after=left)
+        return await super().claim_session(key, lease=lease)
+
+
+async def test_a_lease_ending_before_the_deadline_is_waited_out_then_claimed() -> None:
+    fixture = Fixture(LeasedElsewhere(lease=0.8))
+    old = await fixture.saved()
+    loop = asyncio.get_running_loop()
+    claim = await fixture.recoverer.claim(NS, ConnectRequest(None, pid=old.pid), loop.time() + 5)
+    assert claim.failure is None
+    assert claim.old is not None
+    assert claim.old.sid == old.sid
+
+
+async def test_a_lease_ending_after_the_deadline_is_turned_away_at_once() -> None:
+    fixture = Fixture(LeasedElsewhere(lease=30))
+    old = await fixture.saved()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    claim = await fixture.recoverer.claim(NS, ConnectRequest(None, pid=old.pid), loop.time() + 5)
+    assert claim.failure == SESSION_BUSY
+    assert loop.time() - started < 2

@@ -132,7 +132,7 @@ class Connector:
         if request.malformed is not None:
             attempt.claim = Claim(failure=request.malformed)
         elif request.pid is not None:
-            attempt.claim = await self.recoverer.claim(namespace, request)
+            attempt.claim = await self.recoverer.claim(namespace, request, attempt.deadline)
         elif request.offset is not None:  # the explicit recipe
             failure = await self.recoverer.check_start(namespace, request.offset)
             attempt.claim = Claim(start=request.offset if failure is None else None, failure=failure)

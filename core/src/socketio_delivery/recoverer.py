@@ -50,6 +50,8 @@ _CLAIM_RETRY_DELAYS = (0.1, 0.3)
 #: seconds a claimed session stays hidden from other claims unless saved back sooner: the
 #: longest a client waits when the process recovering it died between claim and save
 CLAIM_LEASE = 5.0
+#: time left for the rest of a connect after waiting out a session's lease
+_LEASE_MARGIN = 1.0
 #: how long a reconnect waits for an attempt with the same pid under way in this process
 _ATTEMPT_WAIT = 30.0
 
@@ -89,12 +91,16 @@ class Recoverer:
         self._probes: dict[str, asyncio.Task[bool]] = {}
 
     # -- claim ------------------------------------------------------------------------
-    async def claim(self, namespace: str, request: ConnectRequest) -> Claim:
-        """Claim the session of ``request.pid`` and find where its replay starts."""
+    async def claim(self, namespace: str, request: ConnectRequest, deadline: float | None = None) -> Claim:
+        """Claim the session of ``request.pid`` and find where its replay starts.
+
+        ``deadline`` (the event loop's time the connect must be answered by): a session whose
+        lease runs out before it is waited for and claimed then, rather than turned away.
+        """
         assert request.pid is not None
         key = session_key(namespace, request.pid)
         try:
-            record = await self._claim_record(key)
+            record = await self._claim_record(key, deadline)
         except SessionBusyError as exc:
             self._log_busy(key, exc)
             return Claim(failure=SESSION_BUSY)
@@ -156,7 +162,7 @@ class Recoverer:
         else:
             log.info("a reconnect was turned away: its session is held by another connection or process")
 
-    async def _claim_record(self, key: str) -> dict[str, object] | None:
+    async def _claim_record(self, key: str, deadline: float | None) -> dict[str, object] | None:
         """Claim a session record under a lease, waiting for an attempt with the same pid.
 
         The lease, not a delete, is what makes a process that dies between claiming and
@@ -165,8 +171,10 @@ class Recoverer:
         still holds the record: it waits for that attempt (which then recovered or put the
         record back) instead of losing the session. A record leased elsewhere is tried
         again twice within 0.4 s (kept short: python-socketio's client waits 1 s for a
-        CONNECT reply); then :class:`SessionBusyError` propagates. A session still
-        connected in this process has its connection probed (see the module docstring).
+        CONNECT reply); then, when the store says its lease runs out before ``deadline``
+        (a process that stopped renewing it: killed), it is claimed once that lease is over;
+        otherwise :class:`SessionBusyError` propagates. A session still connected in this
+        process has its connection probed (see the module docstring).
         """
         for delay in (*_CLAIM_RETRY_DELAYS, None):
             pending = self.attempts.get(key)
@@ -175,9 +183,9 @@ class Recoverer:
                     await asyncio.wait_for(pending.wait(), _ATTEMPT_WAIT)
             try:
                 return await self.store.claim_session(key, lease=CLAIM_LEASE)
-            except SessionBusyError:
+            except SessionBusyError as exc:
                 if delay is None:
-                    raise
+                    return await self._claim_after_lease(key, exc, deadline)
             if pending is None and key not in self.attempts:
                 probe = self._probe(key)
                 if probe is not None:
@@ -186,6 +194,20 @@ class Recoverer:
                     continue
             await asyncio.sleep(delay)
         return None
+
+    async def _claim_after_lease(
+        self, key: str, busy: SessionBusyError, deadline: float | None
+    ) -> dict[str, object] | None:
+        """Wait out a lease that ends before ``deadline``, then claim once more (else re-raise)."""
+        wait = busy.retry_after
+        now = asyncio.get_running_loop().time()
+        if wait is None or deadline is None or self.book.connected_with(key) is not None:
+            raise busy
+        if now + wait + _LEASE_MARGIN >= deadline:
+            raise busy
+        log.info("a reconnect waits %.1f s for its session's lease to run out", wait)
+        await asyncio.sleep(wait + 0.05)
+        return await self.store.claim_session(key, lease=CLAIM_LEASE)
 
     def _probe(self, key: str) -> asyncio.Task[bool] | None:
         """Start (or join) the liveness check of session ``key``'s connection in this process."""
