@@ -50,8 +50,8 @@ from typing import Any, Literal
 
 from socketio import exceptions as _sio_exceptions  # type: ignore[import-untyped,unused-ignore]
 
-from ._client_internals import HookedAsyncClient
 from ._client_outbox import ClientClosedError, EmitError, EmitTimeoutError, Outbox
+from ._compat.client import HookedAsyncClient
 from .wire import RESYNC_EVENT
 
 __all__ = [

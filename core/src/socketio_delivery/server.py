@@ -41,7 +41,7 @@ from typing import Any
 
 import socketio
 
-from . import _socketio_internals as internals
+from ._compat import server as compat
 from ._tasks import cancel_and_wait
 from .config import ENV_STORE_URL
 from .dedup import IdempotencyGuard
@@ -130,7 +130,7 @@ class Delivery:
         idempotency_ttl: float = 3600.0,
         identity: Identity | None = None,
     ) -> None:
-        internals.check_version()
+        compat.check_version()
         if not isinstance(sio, socketio.AsyncServer):
             raise ConfigurationError("Delivery needs a socketio.AsyncServer (asyncio)")
         if sio.always_connect:
@@ -237,36 +237,33 @@ class Delivery:
 
     # -- hooks --------------------------------------------------------------------
     def _install(self) -> None:
-        manager = self.sio.manager
-        self._manager_emit = manager.emit
-        manager.emit = self._emit
-        enter, leave = manager.basic_enter_room, manager.basic_leave_room
-
-        def basic_enter_room(sid: str, namespace: str, room: Any, eio_sid: Any = None) -> None:
-            enter(sid, namespace, room, eio_sid=eio_sid)
+        def entered_room(sid: str, namespace: str, room: Any) -> None:
             state = self._states.get((namespace, sid))
             if state is not None and isinstance(room, str) and room != sid and room not in state.rooms:
                 tailer = self._tailers.get(namespace)
                 state.rooms[room] = tailer.position if tailer else state.offset
                 self._dirty.add((namespace, sid))
 
-        def basic_leave_room(sid: str, namespace: str, room: Any) -> None:
-            leave(sid, namespace, room)
+        def left_room(sid: str, namespace: str, room: Any) -> None:
             state = self._states.get((namespace, sid))
             if state is not None and state.rooms.pop(room, None) is not None:
                 self._dirty.add((namespace, sid))
 
-        manager.basic_enter_room = basic_enter_room
-        manager.basic_leave_room = basic_leave_room
-        self._save_session = self.sio.save_session
+        def saved_session(sid: str, namespace: str) -> None:
+            if (namespace, sid) in self._states:
+                self._dirty.add((namespace, sid))
 
-        async def save_session(sid: str, session: Any, namespace: str | None = None) -> None:
-            await self._save_session(sid, session, namespace)
-            if (namespace or "/", sid) in self._states:
-                self._dirty.add((namespace or "/", sid))
-
-        self.sio.save_session = save_session
-        internals.install(self.sio, self._handle_connect, self._on_trigger)
+        originals = compat.install(
+            self.sio,
+            self._handle_connect,
+            self._on_trigger,
+            on_emit=self._emit,
+            on_enter_room=entered_room,
+            on_leave_room=left_room,
+            on_save_session=saved_session,
+        )
+        self._manager_emit = originals.emit
+        self._save_session = originals.save_session
 
     async def _tailer(self, namespace: str) -> Tailer:
         tailer = self._tailers.get(namespace)
@@ -328,7 +325,7 @@ class Delivery:
             rooms = event.rooms
             room = None if not rooms else rooms[0] if len(rooms) == 1 else list(rooms)
             skip = {*event.exclude, *held} if held else set(event.exclude)
-            for sid in await internals.local_emit(self.sio, name, args, namespace, room, skip):
+            for sid in await compat.local_emit(self.sio, name, args, namespace, room, skip):
                 sent[sid] = event.offset
 
         return deliver
@@ -337,8 +334,8 @@ class Delivery:
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         sio, manager = self.sio, self.sio.manager
         namespace = namespace or "/"
-        if not internals.serves_namespace(sio, namespace):
-            await internals.send_connect_error(sio, eio_sid, namespace, "Unable to connect")
+        if not compat.serves_namespace(sio, namespace):
+            await compat.send_connect_error(sio, eio_sid, namespace, "Unable to connect")
             return
         request = ConnectRequest.parse(data)
         failure = request.malformed
@@ -359,7 +356,7 @@ class Delivery:
             # (a CONNECT_ERROR would stop the JS client for good) and recovers once the store is
             # back, or once the attempt that holds its session saved it or its lease ran out.
             log.warning("closed a connection to %s for now: %s", namespace, failure)
-            await internals.drop_transport(sio, eio_sid)
+            await compat.drop_transport(sio, eio_sid)
             return
         if failure is not None:
             # Bad input is worth a warning; an expired session or a trimmed offset is routine.
@@ -384,14 +381,14 @@ class Delivery:
             held = start is not None
             if held:
                 tailer.held[sid] = None
-            internals.forced_sid.set(sid)
+            compat.forced_sid.set(sid)
             try:
                 registered = await manager.pre_connect(eio_sid, namespace)
             finally:
-                internals.forced_sid.set(None)
+                compat.forced_sid.set(None)
             if registered is None:
                 tailer.held.pop(sid, None)
-                await internals.send_connect_error(sio, eio_sid, namespace, "Unable to connect")
+                await compat.send_connect_error(sio, eio_sid, namespace, "Unable to connect")
                 return
             state = SessionState(
                 sid=sid,
@@ -411,15 +408,15 @@ class Delivery:
                     if old.data is not None:
                         await self._save_session(sid, old.data, namespace)
                 if old is not None and not self.rerun_connect:
-                    outcome = internals.ConnectOutcome(True)
+                    outcome = compat.ConnectOutcome(True)
                 else:
-                    outcome = await internals.run_connect_handler(sio, eio_sid, sid, namespace, request.auth)
+                    outcome = await compat.run_connect_handler(sio, eio_sid, sid, namespace, request.auth)
             except BaseException:
                 await self._abandon(state, tailer, old)
                 raise
             if not outcome.accepted:
                 await self._abandon(state, tailer, old)
-                await internals.send_connect_error(sio, eio_sid, namespace, outcome.reason)
+                await compat.send_connect_error(sio, eio_sid, namespace, outcome.reason)
                 return
             if old is None:
                 await self._save(state)  # before the client learns its pid: a kill -9 loses nothing
@@ -431,12 +428,12 @@ class Delivery:
                     tailer.held.pop(sid, None)
                     raise
             else:
-                await internals.send_connect(sio, eio_sid, namespace, {"sid": sid, "pid": state.pid})
+                await compat.send_connect(sio, eio_sid, namespace, {"sid": sid, "pid": state.pid})
                 await manager.connect(sid, namespace)
-            if await internals.disconnect_if_transport_closed(sio, eio_sid, namespace):
+            if await compat.disconnect_if_transport_closed(sio, eio_sid, namespace):
                 return  # its disconnect saved the session as disconnected: the client comes back
             if state.recovery_failed is not None:
-                await internals.send_event(
+                await compat.send_event(
                     sio, eio_sid, namespace, [RESYNC_EVENT, {"reason": state.recovery_failed}]
                 )
             if old is not None:
@@ -557,10 +554,10 @@ class Delivery:
         eio_sid = None if state is None else self.sio.manager.eio_sid_from_sid(state.sid, state.namespace)
         if state is None or eio_sid is None:
             return False
-        if await internals.transport_answers(self.sio, eio_sid, _PING_WAIT):
+        if await compat.transport_answers(self.sio, eio_sid, _PING_WAIT):
             return False
         log.info("%s on %s: the old connection did not answer a ping; closed it", state.sid, state.namespace)
-        await internals.drop_transport(self.sio, eio_sid)
+        await compat.drop_transport(self.sio, eio_sid)
         return True
 
     def _end_attempt(self, key: str, attempt: asyncio.Event) -> None:
@@ -634,7 +631,7 @@ class Delivery:
                         if event.offset > target:
                             break
                         if wanted(event):
-                            await internals.send_event(sio, eio_sid, namespace, packet_of(event))
+                            await compat.send_event(sio, eio_sid, namespace, packet_of(event))
                             self._sent[namespace][sid] = event.offset
                             sent += 1
                         cursor = event.offset
@@ -651,7 +648,7 @@ class Delivery:
                     tailer.held[sid] = cursor  # the client is ahead of this node
                 else:
                     tailer.held.pop(sid, None)
-                await internals.send_connect(sio, eio_sid, namespace, {"sid": sid, "pid": state.pid})
+                await compat.send_connect(sio, eio_sid, namespace, {"sid": sid, "pid": state.pid})
                 await sio.manager.connect(sid, namespace)
                 break
         log.info(
