@@ -170,7 +170,7 @@ async def test_reserved_and_nameless_events_never_reach_the_trigger() -> None:
     app = Recorder()
     client = Client(handle_sigint=False, reconnection=False)
     async with app.serve() as url:
-        await client.connect(url, transports=["websocket"])
+        await client.connect(url, auth={"a": 1}, transports=["websocket"])
         for name in ("connect", "disconnect", "connect_error", "delivery:resync"):
             await client.emit(name, {"forged": True})
         assert await client.call("hello", 1) == ["hi", 1]
@@ -197,6 +197,37 @@ async def test_a_socket_is_pending_between_pre_connect_and_connect_on_5_18() -> 
     assert sio.manager.is_connected(sid, "/")
     await sio.manager.disconnect(sid, "/", ignore_queue=True)
     assert not sio.manager.is_connected(sid, "/")
+
+
+async def test_sends_and_checks_outside_the_api_reach_a_real_client() -> None:
+    """local_emit, send_event, transport_answers, disconnect_if_transport_closed, drop_transport."""
+    app = Recorder()
+    sio = app.sio
+    got: list[Any] = []
+    lost: list[str] = []
+    client = Client(handle_sigint=False, reconnection=False)
+    client.on("*", lambda event, *args: got.append((event, *args)))
+    client.on("disconnect", lambda *reason: lost.append("disconnect"))
+    async with app.serve() as url:
+        await client.connect(url, transports=["websocket"])
+        sid = client.get_sid()
+        eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+        assert await compat.local_emit(sio, "room", [1, "o"], "/", "lobby", set()) == [sid]
+        assert await compat.local_emit(sio, "skipped", [2], "/", None, {sid}) == []
+        assert await compat.local_emit(sio, "nowhere", [3], "/other", None, set()) == []
+        await compat.send_event(sio, eio_sid, "/", ["direct", {"n": 4}])
+        await until(lambda: len(got) == 2, "the sends")
+        assert got == [("room", 1, "o"), ("direct", {"n": 4})]
+        assert await compat.transport_answers(sio, eio_sid, 5.0)  # the client answers a PING
+        assert not await compat.transport_answers(sio, "no-such-eio-sid", 5.0)
+        assert not await compat.disconnect_if_transport_closed(sio, eio_sid, "/")
+        assert sio.manager.is_connected(sid, "/")
+        assert await compat.drop_transport(sio, eio_sid)  # closed without a goodbye
+        await until(lambda: lost == ["disconnect"], "the client to see the drop")
+        await until(lambda: sio.manager.eio_sid_from_sid(sid, "/") is None, "the server to unregister it")
+        assert not await compat.drop_transport(sio, eio_sid)
+        assert await compat.disconnect_if_transport_closed(sio, eio_sid, "/")  # nothing left to do
+        await client.disconnect()
 
 
 # -- the connect shim against python-socketio's own connect handling ---------------------------
@@ -263,9 +294,15 @@ async def _run_connect(shim: bool, handler: Any, namespace: str, data: Any) -> l
     sio.manager.initialize()
     sio.environ["eio-1"] = {"REMOTE_ADDR": "test"}
     if shim:
-        await _connect_like_delivery(sio, "eio-1", namespace, data)
-    else:
-        await sio._handle_connect("eio-1", namespace, data)
+
+        async def passthrough(original: Any, event: str, namespace: str, *args: Any) -> Any:
+            return await original(event, namespace, *args)
+
+        async def on_connect(eio_sid: str, namespace: str, data: Any) -> None:
+            await _connect_like_delivery(sio, eio_sid, namespace, data)
+
+        compat.install(sio, on_connect, passthrough)
+    await sio._handle_connect("eio-1", namespace, data)
     sid = sio.manager.sid_from_eio_sid("eio-1", namespace or "/")
     seen.append(("connected", sid is not None and sio.manager.is_connected(sid, namespace or "/")))
     return [_without(item, sid) for item in seen]

@@ -24,6 +24,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
+from importlib import metadata
 from typing import Any, NamedTuple
 
 import socketio
@@ -33,7 +34,7 @@ from socketio.async_manager import AsyncManager
 
 from ..errors import ConfigurationError
 from ..wire import RESERVED_EVENTS
-from . import SUPPORTED, check_version
+from . import SUPPORTED, check_version, version_tuple
 
 __all__ = [
     "HAS_PRE_CONNECT",
@@ -62,6 +63,9 @@ log = logging.getLogger("socketio_delivery")
 #: python-socketio >= 5.18 registers a socket in two steps (``pre_connect``, then ``connect``
 #: once the connect handler accepted it); before, ``connect(eio_sid, namespace)`` did both.
 HAS_PRE_CONNECT = hasattr(AsyncManager, "pre_connect")
+#: python-socketio >= 5.17 calls a connect handler without auth as ``(sid, environ, None)``
+#: first; 5.16 tried the legacy ``(sid, environ)`` first.
+_AUTH_NONE_FIRST = version_tuple(metadata.version("python-socketio"))[:2] >= (5, 17)
 
 #: While set (inside one connect task), the next sid the server generates is this one.
 forced_sid: contextvars.ContextVar[str | None] = contextvars.ContextVar("forced_sid", default=None)
@@ -292,16 +296,7 @@ async def run_connect_handler(
     environ = sio.environ.get(eio_sid, {})
     fail_reason = socketio.exceptions.ConnectionRefusedError().error_args
     try:
-        if auth:
-            success = await sio._trigger_event("connect", namespace, sid, environ, auth)
-        else:
-            try:
-                success = await sio._trigger_event("connect", namespace, sid, environ, None)
-            except TypeError as exc:
-                try:
-                    success = await sio._trigger_event("connect", namespace, sid, environ)
-                except TypeError:
-                    raise exc from None
+        success = await _trigger_connect(sio, namespace, sid, environ, auth)
     except socketio.exceptions.ConnectionRefusedError as exc:
         return ConnectOutcome(False, exc.error_args)
     except ConnectionRefusedError:
@@ -309,6 +304,26 @@ async def run_connect_handler(
     if success is False:
         return ConnectOutcome(False, fail_reason)
     return ConnectOutcome(True)
+
+
+async def _trigger_connect(
+    sio: socketio.AsyncServer, namespace: str, sid: str, environ: Any, auth: Any
+) -> Any:
+    """The handler with ``auth``; without, in the order the installed release tries the two
+    signatures (5.17+: ``(sid, environ, None)`` first and its error if both fail; 5.16: the
+    legacy ``(sid, environ)`` first and the second error)."""
+    if auth:
+        return await sio._trigger_event("connect", namespace, sid, environ, auth)
+    first, second = ((environ, None), (environ,)) if _AUTH_NONE_FIRST else ((environ,), (environ, None))
+    try:
+        return await sio._trigger_event("connect", namespace, sid, *first)
+    except TypeError as exc:
+        try:
+            return await sio._trigger_event("connect", namespace, sid, *second)
+        except TypeError:
+            if _AUTH_NONE_FIRST:
+                raise exc from None
+            raise
 
 
 async def send_connect(sio: socketio.AsyncServer, eio_sid: str, namespace: str, data: dict[str, Any]) -> None:
