@@ -1,6 +1,7 @@
 # Two commands do all set-up on a fresh machine with only python3 and pip:
 #   make demo   run the demo (server + clients + forced disconnects) on the embedded SQLite store
-#   make test   install everything, start the servers the tests need, run every test, lint, type check
+#   make test   install everything, start the servers the tests need, run every test, lint, type check,
+#               and the core + e2e suites again on the oldest supported python-socketio (make matrix)
 SHELL := /bin/bash
 PYTHON ?= python3
 TOOLS := .tools
@@ -11,7 +12,7 @@ export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
 export UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON := $(PYTHON)
 
-.PHONY: setup lock demo test lint typecheck pytest bench chaos js services clean
+.PHONY: setup lock demo test lint typecheck pytest matrix bench chaos js services clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -47,7 +48,12 @@ typecheck: setup
 pytest: setup services js
 	$(PY) -m pytest -q -p no:randomly
 
-test: lint typecheck pytest
+# The version matrix: core + e2e suites on the oldest supported python-socketio/engineio in
+# .venv-oldest (the newest is .venv). See docs/compatibility.md.
+matrix: setup services js
+	UV=$(UV) PYTHON=$(PYTHON) bash scripts/version-matrix.sh
+
+test: lint typecheck pytest matrix
 
 bench: setup services js
 	$(PY) bench/run.py
@@ -56,4 +62,4 @@ chaos: setup services js
 	$(PY) bench/chaos.py
 
 clean:
-	rm -rf $(VENV) $(TOOLS) tests/js/node_modules
+	rm -rf $(VENV) .venv-oldest $(TOOLS) tests/js/node_modules

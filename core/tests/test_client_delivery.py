@@ -21,7 +21,7 @@ import pytest
 import socketio
 from _serving import ClientFactory, delivery_clients, serve_asgi, tag, until
 from socketio_delivery import open_store
-from socketio_delivery._socketio_internals import drop_transport
+from socketio_delivery._compat.server import drop_transport
 from socketio_delivery.client import RESYNC_EVENT, DeliveryClient, EmitTimeoutError
 
 delivery_module = pytest.importorskip("socketio_delivery.server")

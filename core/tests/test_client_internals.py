@@ -7,20 +7,23 @@ hooks are still wired to methods python-socketio calls, and that a mismatch is l
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
 from typing import Any
 
 import pytest
 import socketio
-from socketio_delivery import _client_internals as internals
+from socketio_delivery import ConfigurationError
+from socketio_delivery._compat import client as internals
+from socketio_delivery._compat import supported_range
 from socketio_delivery.client import DeliveryClient
 
 
-def test_installed_python_socketio_is_in_the_supported_range() -> None:
-    installed = tuple(int(p) for p in importlib.metadata.version("python-socketio").split(".")[:2])
-    low, high = internals.SUPPORTED_RANGE
-    assert low <= installed < high
+def test_a_client_on_an_unsupported_python_socketio_fails_naming_the_range(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("socketio_delivery._compat.metadata.version", lambda name: "5.19.0")
+    with pytest.raises(ConfigurationError, match=r"python-socketio 5\.19\.0.*python-socketio>=5\.16,<5\.19"):
+        DeliveryClient(handle_sigint=False)
 
 
 def test_installed_python_socketio_has_the_hooked_methods() -> None:
@@ -59,7 +62,7 @@ def test_a_reshaped_method_fails_loudly() -> None:
     message = str(info.value)
     assert "_handle_connect('self', 'namespace', 'data', 'extra')" in message
     assert "_send_packet is no longer a coroutine function" in message
-    assert "python-socketio>=5.18,<5.19" in message
+    assert supported_range() in message
 
 
 def test_delivery_client_is_a_python_socketio_client() -> None:

@@ -25,7 +25,7 @@ from socketio_delivery import (
     InvalidArgumentError,
     UndeliveredError,
 )
-from socketio_delivery import _socketio_internals as internals
+from socketio_delivery._compat import server as compat
 from socketio_delivery.dedup import invalid_key
 from socketio_delivery.memory import MemoryEventStore
 from socketio_delivery.recovery import ConnectRequest
@@ -203,7 +203,7 @@ async def test_emit_raises_when_this_process_could_not_deliver_it(
     async def broken(*args: Any) -> list[str]:
         raise RuntimeError("socket writer broke")
 
-    monkeypatch.setattr(internals, "local_emit", broken)
+    monkeypatch.setattr(compat, "local_emit", broken)
     with pytest.raises(UndeliveredError, match="socket writer broke") as caught:
         await app.sio.emit("relayed", 1, room="r")
     assert caught.value.offset

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import socketio
 from socketio.packet import CONNECT, CONNECT_ERROR, EVENT, Packet
-from socketio_delivery import _socketio_internals as internals
+from socketio_delivery._compat import server as compat
 from socketio_delivery.connect import Connector
 from socketio_delivery.errors import SessionBusyError, StoreUnavailableError
 from socketio_delivery.memory import MemoryEventStore
@@ -94,7 +94,7 @@ class Fixture:
             timeout=timeout,
         )
         # the sid hook (the CONNECT path registers the sid it chose), with events passed through
-        internals.install(self.sio, self.connector.handle, self.passthrough)
+        compat.install(self.sio, self.connector.handle, self.passthrough)
         self.sockets: dict[str, FakeEioSocket] = {}
         self.handled: list[tuple[str, Any]] = []
         self.answer: Any = True

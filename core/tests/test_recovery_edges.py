@@ -23,7 +23,7 @@ import pytest
 import socketio
 from _serving import serve_asgi, until
 from socketio_delivery import RESYNC_EVENT, Delivery, StoreUnavailableError
-from socketio_delivery._socketio_internals import drop_transport
+from socketio_delivery._compat.server import drop_transport
 from socketio_delivery.memory import MemoryEventStore
 from socketio_delivery.store import DEFAULT_PAGE_SIZE, Event, Reservation
 

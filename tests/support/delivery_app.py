@@ -72,7 +72,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, NoReturn
 
 from processes import ChildProcess, free_port, port_accepts
-from socketio_delivery._socketio_internals import drop_transport
+from socketio_delivery._compat.server import drop_transport
 
 __all__ = ["NAMESPACES", "DeliveryAppProcess", "TestApp", "free_port", "main"]
 

@@ -52,8 +52,8 @@ from typing import Any
 
 from socketio import exceptions as _sio_exceptions  # type: ignore[import-untyped,unused-ignore]
 
-from ._client_internals import HookedAsyncClient
 from ._client_outbox import ClientClosedError, EmitError, EmitTimeoutError, Outbox, with_idempotency_key
+from ._compat.client import HookedAsyncClient
 from .client_state import Incoming, Mode, NamespaceState, Offset
 from .wire import RESYNC_EVENT
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import socketio
 
-from . import _socketio_internals as internals
+from ._compat import server as compat
 from .recoverer import SESSION_BUSY, STORE_UNAVAILABLE, Claim, Recoverer
 from .recovery import ConnectRequest, SessionState
 from .sessions import SessionBook
@@ -89,16 +89,16 @@ class Connector:
         except asyncio.TimeoutError:
             log.warning("a connect to %s took over %.0f s; closed it", attempt.namespace, self.timeout)
             if not attempt.replied:
-                await internals.drop_transport(self.sio, eio_sid)
+                await compat.drop_transport(self.sio, eio_sid)
         except Exception:
             log.exception("a connect to %s failed", attempt.namespace)
             if not attempt.replied:
-                await internals.send_connect_error(self.sio, eio_sid, attempt.namespace, _REFUSED)
+                await compat.send_connect_error(self.sio, eio_sid, attempt.namespace, _REFUSED)
 
     async def _connect(self, attempt: _Attempt) -> None:
         sio, namespace = self.sio, attempt.namespace
-        if not internals.serves_namespace(sio, namespace):
-            await internals.send_connect_error(sio, attempt.eio_sid, namespace, _REFUSED)
+        if not compat.serves_namespace(sio, namespace):
+            await compat.send_connect_error(sio, attempt.eio_sid, namespace, _REFUSED)
             return
         tailer = await self._prepare(attempt)
         failure = attempt.claim.failure
@@ -107,7 +107,7 @@ class Connector:
             # (a CONNECT_ERROR would stop the JS client for good) and recovers once the store is
             # back, or once the attempt that holds its session saved it or its lease ran out.
             log.warning("closed a connection to %s for now: %s", namespace, failure)
-            await internals.drop_transport(sio, attempt.eio_sid)
+            await compat.drop_transport(sio, attempt.eio_sid)
             return
         if failure is not None:
             # Bad input is worth a warning; an expired session or a trimmed offset is routine.
@@ -144,9 +144,9 @@ class Connector:
         sid = await self._sid_for(old, namespace)
         if start is not None:
             tailer.hold(sid)
-        if await internals.pre_connect(sio, eio_sid, namespace, sid) is None:
+        if await compat.pre_connect(sio, eio_sid, namespace, sid) is None:
             tailer.release(sid)
-            await internals.send_connect_error(sio, eio_sid, namespace, _REFUSED)
+            await compat.send_connect_error(sio, eio_sid, namespace, _REFUSED)
             return
         state = SessionState(
             sid=sid,
@@ -171,7 +171,7 @@ class Connector:
             raise
         if not accepted:
             await self._abandon(state, tailer, old)
-            await internals.send_connect_error(sio, eio_sid, namespace, reason)
+            await compat.send_connect_error(sio, eio_sid, namespace, reason)
             return
         await self._after_reply(attempt, state)
 
@@ -190,7 +190,7 @@ class Connector:
                 await self.save_session(state.sid, old.data, state.namespace)
             if not self.rerun_connect:
                 return True, None
-        outcome = await internals.run_connect_handler(
+        outcome = await compat.run_connect_handler(
             self.sio, attempt.eio_sid, state.sid, state.namespace, attempt.request.auth
         )
         if asyncio.get_running_loop().time() >= attempt.deadline:
@@ -202,7 +202,7 @@ class Connector:
 
         async def reply() -> None:
             payload = {"sid": state.sid, "pid": state.pid}
-            await internals.send_connect(self.sio, attempt.eio_sid, state.namespace, payload)
+            await compat.send_connect(self.sio, attempt.eio_sid, state.namespace, payload)
             attempt.replied = True
             await self.sio.manager.connect(state.sid, state.namespace)
 
@@ -219,10 +219,10 @@ class Connector:
 
     async def _after_reply(self, attempt: _Attempt, state: SessionState) -> None:
         sio, eio_sid, namespace = self.sio, attempt.eio_sid, state.namespace
-        if await internals.disconnect_if_transport_closed(sio, eio_sid, namespace):
+        if await compat.disconnect_if_transport_closed(sio, eio_sid, namespace):
             return  # its disconnect saved the session as disconnected: the client comes back
         if state.recovery_failed is not None:
-            await internals.send_event(
+            await compat.send_event(
                 sio, eio_sid, namespace, [RESYNC_EVENT, {"reason": state.recovery_failed}]
             )
         if attempt.claim.old is not None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import socketio
 
-from . import _socketio_internals as internals
+from ._compat import server as compat
 from .errors import DeliveryTimeoutError
 from .sessions import SessionBook
 from .settings import Settings
@@ -106,7 +106,7 @@ class LiveDelivery:
             rooms = event.rooms
             room = None if not rooms else rooms[0] if len(rooms) == 1 else list(rooms)
             skip = {*event.exclude, *held} if held else set(event.exclude)
-            for sid in await internals.local_emit(self.sio, name, args, namespace, room, skip):
+            for sid in await compat.local_emit(self.sio, name, args, namespace, room, skip):
                 sent[sid] = event.offset
 
         return deliver
@@ -116,4 +116,4 @@ class LiveDelivery:
         for state in self.book.continuity_broke(namespace, ""):
             eio_sid = self.sio.manager.eio_sid_from_sid(state.sid, namespace)
             if eio_sid is not None:
-                await internals.send_event(self.sio, eio_sid, namespace, [RESYNC_EVENT, {"reason": reason}])
+                await compat.send_event(self.sio, eio_sid, namespace, [RESYNC_EVENT, {"reason": reason}])

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import socketio
 
-from . import _socketio_internals as internals
+from ._compat import server as compat
 from .errors import (
     DeliveryError,
     InvalidOffsetError,
@@ -225,10 +225,10 @@ class Recoverer:
         eio_sid = self.sio.manager.eio_sid_from_sid(state.sid, state.namespace)
         if eio_sid is None:
             return True
-        if await internals.transport_answers(self.sio, eio_sid, float(self.sio.eio.ping_timeout)):
+        if await compat.transport_answers(self.sio, eio_sid, float(self.sio.eio.ping_timeout)):
             return False
         log.info("%s on %s: the old connection did not answer a ping; closed it", state.sid, state.namespace)
-        await internals.drop_transport(self.sio, eio_sid)
+        await compat.drop_transport(self.sio, eio_sid)
         return True
 
     def end_attempt(self, key: str, attempt: asyncio.Event) -> None:
@@ -318,7 +318,7 @@ class Recoverer:
 
     async def _send_one(self, state: SessionState, eio_sid: str, event: Event) -> int:
         try:
-            await internals.send_event(self.sio, eio_sid, state.namespace, packet_of(event))
+            await compat.send_event(self.sio, eio_sid, state.namespace, packet_of(event))
         except Exception as exc:  # a poison event: skip it, the replay goes on
             log.error(
                 "event %s could not be replayed to %s, skipped (%s)", event.offset, state.sid, _describe(exc)

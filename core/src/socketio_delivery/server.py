@@ -44,7 +44,7 @@ from typing import Any
 
 import socketio
 
-from . import _socketio_internals as internals
+from ._compat import server as compat
 from ._tasks import cancel_and_wait
 from .config import DEFAULT_STORE_URL, default_store
 from .connect import Connector
@@ -116,7 +116,7 @@ class Delivery:
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
     ) -> None:
-        internals.check_version()
+        compat.check_version()
         if not isinstance(sio, socketio.AsyncServer):
             raise ConfigurationError("Delivery needs a socketio.AsyncServer (asyncio)")
         if sio.always_connect:
@@ -214,39 +214,30 @@ class Delivery:
 
     # -- hooks --------------------------------------------------------------------
     def _install(self) -> None:
-        manager, book = self.sio.manager, self.sessions
-        self._manager_emit = manager.emit
-        manager.emit = self._emit
-        enter, leave = manager.basic_enter_room, manager.basic_leave_room
-
-        def basic_enter_room(sid: str, namespace: str, room: Any, eio_sid: Any = None) -> None:
-            enter(sid, namespace, room, eio_sid=eio_sid)
-            book.entered(sid, namespace, room)
-
-        def basic_leave_room(sid: str, namespace: str, room: Any) -> None:
-            leave(sid, namespace, room)
-            book.left(sid, namespace, room)
-
-        manager.basic_enter_room = basic_enter_room
-        manager.basic_leave_room = basic_leave_room
-        save_original = self.sio.save_session
-
-        async def save_session(sid: str, session: Any, namespace: str | None = None) -> None:
-            await save_original(sid, session, namespace)
-            book.touched(sid, namespace or "/")
-
-        self.sio.save_session = save_session
-        connector = Connector(
+        book = self.sessions
+        originals = compat.install(
+            self.sio,
+            self._connect,
+            self._on_trigger,
+            on_emit=self._emit,
+            on_enter_room=book.entered,
+            on_leave_room=book.left,
+            on_save_session=book.touched,
+        )
+        self._manager_emit = originals.emit
+        self._connector = Connector(
             self.sio,
             book,
             self._recoverer,
             self.live.tailer,
-            save_original,
+            originals.save_session,
             new_pid=self.store.generate_id,
             rerun_connect=self.settings.rerun_connect,
             timeout=self.settings.connect_timeout,
         )
-        internals.install(self.sio, connector.handle, self._on_trigger)
+
+    async def _connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        await self._connector.handle(eio_sid, namespace, data)
 
     # -- server -> client ------------------------------------------------------------
     async def _emit(

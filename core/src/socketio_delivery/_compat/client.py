@@ -1,4 +1,4 @@
-"""The one place where the Python client touches python-socketio private API.
+"""The client side of :mod:`socketio_delivery._compat`: the Python client's hooks into python-socketio.
 
 :class:`socketio.AsyncClient` has no public hook for what the delivery client needs:
 
@@ -18,10 +18,8 @@
 methods of its own (``_delivery_*``) that :class:`~socketio_delivery.client.DeliveryClient`
 implements. :func:`check_socketio_compatibility` runs at import time and fails loudly when an
 upgrade of python-socketio renamed or reshaped any of them; ``core/tests/test_client_internals.py``
-runs it too, so an upgrade breaks the test run, not the first reconnect in production.
-
-Supported: python-socketio >= 5.18, < 5.19 (the range pinned in ``core/pyproject.toml``;
-the client parts alone also work on 5.12-5.17).
+runs it too, so an upgrade breaks the test run, not the first reconnect in production. Every new
+client runs :func:`~socketio_delivery._compat.check_version` (the one supported range).
 """
 
 from __future__ import annotations
@@ -34,6 +32,8 @@ from typing import Any
 
 import socketio  # type: ignore[import-untyped,unused-ignore]
 from socketio import packet as _packet  # type: ignore[import-untyped,unused-ignore]
+
+from . import check_version, supported_range
 
 __all__ = ["HOOKED_METHODS", "HookedAsyncClient", "SocketIOIncompatibleError", "check_socketio_compatibility"]
 
@@ -62,8 +62,6 @@ CLIENT_ATTRIBUTES = (
     "_reconnect_task",
     "eio",
 )
-
-SUPPORTED_RANGE = ((5, 12), (5, 19))
 
 
 class SocketIOIncompatibleError(ImportError):
@@ -118,7 +116,7 @@ def _incompatible(what: str) -> SocketIOIncompatibleError:
         installed = "unknown"
     return SocketIOIncompatibleError(
         f"socketio_delivery.client does not support python-socketio {installed}: {what}. "
-        "Supported: python-socketio>=5.18,<5.19."
+        f"Supported: {supported_range()}."
     )
 
 
@@ -141,6 +139,7 @@ class HookedAsyncClient(socketio.AsyncClient):  # type: ignore[misc,unused-ignor
     _reconnect_task: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        check_version()
         super().__init__(*args, **kwargs)
         check_client_attributes(self)
 
