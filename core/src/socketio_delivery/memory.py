@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import bisect
 import json
-import re
-import secrets
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .config import StoreOptions, build_options, parse_url
-from .errors import InvalidArgumentError, InvalidOffsetError, OffsetUnavailableError, SessionBusyError
+from .errors import InvalidArgumentError, OffsetUnavailableError, SessionBusyError
+from .kit import OffsetCodec
 from .store import DEFAULT_PAGE_SIZE, Capability, Event, KeyState, Reservation, new_id
-from .validate import check_key, check_limit, check_offset, check_rooms, check_stream, check_ttl
+from .validate import check_key, check_limit, check_rooms, check_stream, check_ttl
 
 __all__ = ["MemoryEventStore", "MemoryOptions"]
 
-_OFFSET = re.compile(r"([0-9a-f]{8})-([0-9a-f]{12})")
+#: ``<epoch>-<12 hex digits>``: offsets are never stored, so the width is this store's own.
+_CODEC = OffsetCodec("memory", (12,))
 _SWEEP_EVERY = 1024
 
 
@@ -55,7 +55,7 @@ class MemoryEventStore:
 
     def __init__(self, options: MemoryOptions | None = None) -> None:
         self.options = options or MemoryOptions()
-        self.epoch = secrets.token_hex(4)
+        self.epoch = _CODEC.new_epoch()
         self._streams: dict[str, _Stream] = {}
         self._sessions: dict[str, tuple[float, dict[str, Any]]] = {}
         #: session key -> monotonic time its lease runs out
@@ -78,16 +78,11 @@ class MemoryEventStore:
 
     # -- events -------------------------------------------------------------------
     def _offset(self, seq: int) -> str:
-        return f"{self.epoch}-{seq:012x}"
+        return _CODEC.format(self.epoch, seq)
 
     def _seq_of(self, offset: object) -> int:
-        text = check_offset(offset)
-        match = _OFFSET.fullmatch(text)
-        if match is None:
-            raise InvalidOffsetError(f"{text[:40]!r} is not an offset of the memory store")
-        if match.group(1) != self.epoch:
-            raise OffsetUnavailableError(f"offset {text!r} is from another epoch of this store", offset=text)
-        return int(match.group(2), 16)
+        (seq,) = _CODEC.position(offset, self.epoch)
+        return seq
 
     async def persist(
         self,
@@ -128,11 +123,8 @@ class MemoryEventStore:
                 raise OffsetUnavailableError(f"offset {offset!r} is not held by this store", offset=offset)
             return []
         self._apply_retention(s, time.time())
-        if offset is not None and (seq < s.trimmed_upto or seq > s.last_seq):
-            raise OffsetUnavailableError(
-                f"events after offset {offset!r} are no longer held (retention) or it is unknown",
-                offset=offset,
-            )
+        if offset is not None:
+            _CODEC.check(offset, (seq,), first=(s.trimmed_upto,), last=(s.last_seq,))
         out: list[Event] = []
         i = bisect.bisect_right(s.seqs, seq, lo=s.start)
         events = s.events
