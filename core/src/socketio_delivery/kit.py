@@ -7,8 +7,8 @@ MongoDB adapters are built on it, and so can yours:
 * :class:`OffsetCodec`: ``"<epoch>-<hex counter>"`` offsets, parsed once and
   strictly (anchored pattern, counters below 2**63, epoch and position checks);
 * :class:`AdapterOptions`: the options every batching store has (``max_batch``,
-  ``retention_interval``, ``trim_chunk``, ``timeout``), validated, filled from
-  URLs by :func:`~socketio_delivery.config.build_options`;
+  ``retention_interval``, ``trim_chunk``), validated, filled from URLs by
+  :func:`~socketio_delivery.config.build_options`;
 * :class:`DriverErrors` and :func:`wrap_driver_errors`: driver exceptions become
   :class:`~socketio_delivery.errors.StoreError` /
   :class:`~socketio_delivery.errors.StoreUnavailableError` at the edge, cause chained;
@@ -203,12 +203,11 @@ def _check_int(name: str, value: object, low: int) -> None:
         raise ConfigurationError(f"{name} must be an int >= {low}, got {value!r}")
 
 
-def _check_seconds(name: str, value: object, *, optional: bool) -> None:
-    if value is None and optional:
+def _check_seconds(name: str, value: object) -> None:
+    if value is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        rule = "> 0 seconds or None" if optional else "> 0 seconds"
-        raise ConfigurationError(f"{name} must be {rule}, got {value!r}")
+        raise ConfigurationError(f"{name} must be > 0 seconds or None, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -217,9 +216,8 @@ class AdapterOptions(StoreOptions):
 
     ``max_batch``: most writes one group commit holds. ``retention_interval``: seconds
     between background retention runs (``None``: only on ``trim()``). ``trim_chunk``:
-    most events one retention step removes. ``timeout``: seconds any one call to the
-    backend may take before it raises :class:`~socketio_delivery.errors.StoreUnavailableError`.
-    Plus ``max_age`` and ``max_events`` from :class:`~socketio_delivery.config.StoreOptions`.
+    most events one retention step removes. Plus ``max_age`` and ``max_events`` from
+    :class:`~socketio_delivery.config.StoreOptions`.
     Fill it with :func:`~socketio_delivery.config.build_options`, which refuses an unknown
     option with a message naming the valid ones::
 
@@ -228,20 +226,18 @@ class AdapterOptions(StoreOptions):
             retention_interval: float | None = 10.0   # another default
             journal: str = "wal"                      # an option of your own
 
-        build_options(AcmeOptions, parse_url("acme:///e.db?max_batch=50"), {"timeout": 2})
+        build_options(AcmeOptions, parse_url("acme:///e.db?max_batch=50"), {"trim_chunk": 500})
     """
 
     max_batch: int = 1000
     retention_interval: float | None = 30.0
     trim_chunk: int = 10_000
-    timeout: float = 5.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_int("max_batch", self.max_batch, 1)
         _check_int("trim_chunk", self.trim_chunk, 1)
-        _check_seconds("retention_interval", self.retention_interval, optional=True)
-        _check_seconds("timeout", self.timeout, optional=False)
+        _check_seconds("retention_interval", self.retention_interval)
 
 
 # -- driver errors ---------------------------------------------------------------------------
