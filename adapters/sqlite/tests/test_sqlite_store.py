@@ -25,6 +25,7 @@ from socketio_delivery.errors import (
     StoreError,
     StoreUnavailableError,
 )
+from socketio_delivery.kit import decode_json, encode_json
 from socketio_delivery.testing import (
     assert_json_equal,
     assert_same_events,
@@ -33,7 +34,6 @@ from socketio_delivery.testing import (
     run_workers,
 )
 from socketio_delivery_sqlite import SQLiteEventStore, SQLiteOptions, _sql
-from socketio_delivery_sqlite import store as store_module
 
 Opener = Callable[..., SQLiteEventStore]
 
@@ -184,25 +184,45 @@ async def test_mixed_writes_in_one_batch_each_get_their_answer(opener: Opener) -
     assert results[2].state.value == "acquired"
 
 
-async def test_a_batch_of_persists_is_one_trip_to_the_connection_thread(
-    opener: Opener, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_batch_of_persists_is_one_trip_to_the_connection_thread(opener: Opener) -> None:
     store = opener()
     await store.open()
-    conn = store._conn
-    assert conn is not None
-    trips = 0
-    execute = conn._execute
-
-    async def counting(*args: Any, **kwargs: Any) -> Any:
-        nonlocal trips
-        trips += 1
-        return await execute(*args, **kwargs)
-
-    monkeypatch.setattr(conn, "_execute", counting)
-    commits = store.commits
+    trips, commits = store._thread.trips, store.commits
     await asyncio.gather(*(store.persist("s", {"i": i}, rooms=["r"]) for i in range(200)))
-    assert trips == store.commits - commits  # BEGIN, counters, rows and COMMIT in one trip
+    assert store._thread.trips - trips == store.commits - commits  # BEGIN, rows, COMMIT: one trip
+
+
+async def test_mixed_writes_of_a_batch_are_one_trip_too(opener: Opener) -> None:
+    store = opener()
+    await store.open()
+    trips, commits = store._thread.trips, store.commits
+    await asyncio.gather(
+        *(store.persist("s", i) for i in range(50)),
+        *(store.save_session(f"k{i}", {"i": i}, 30) for i in range(50)),
+        *(store.reserve_key(f"op{i}", 30) for i in range(50)),
+    )
+    assert store._thread.trips - trips == store.commits - commits
+
+
+async def test_retention_goes_on_after_an_unexpected_exception(opener: Opener) -> None:
+    """The background run used to catch StoreError only: any other exception ended it silently."""
+    store = opener(retention_interval=0.02)
+    calls = 0
+
+    async def flaky_trim(stream: str | None = None) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("unexpected")
+        return 0
+
+    store.trim = flaky_trim  # type: ignore[method-assign]
+    await store.open()
+    for _ in range(200):
+        if calls >= 3:
+            break
+        await asyncio.sleep(0.02)
+    assert calls >= 3, "retention stopped after the first exception"
 
 
 async def test_rows_on_disk_hold_compact_json_of_each_event(opener: Opener, tmp_path: Path) -> None:
@@ -254,9 +274,9 @@ async def test_rows_on_disk_hold_compact_json_of_each_event(opener: Opener, tmp_
 @settings(max_examples=300, deadline=None)
 @given(json_values | st.tuples(st.floats(), st.text()))
 def test_event_json_is_the_json_module_s(value: Any) -> None:
-    text = store_module._encode(value)
+    text = encode_json(value)
     assert text == json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    assert_json_equal(store_module._SCAN(text, 0)[0], json.loads(text))
+    assert_json_equal(decode_json(text), json.loads(text))
 
 
 async def test_circular_event_data_is_refused(opener: Opener) -> None:

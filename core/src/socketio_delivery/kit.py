@@ -35,7 +35,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from .config import StoreOptions
 from .errors import (
@@ -102,13 +102,16 @@ def encode_json(value: Any, what: str = "value") -> str:
         raise InvalidArgumentError(f"{what} must be a JSON value: {exc}") from exc
 
 
-def decode_json(text: str, original: Any = None) -> Any:
+_NOTHING: Any = object()
+
+
+def decode_json(text: str, original: Any = _NOTHING) -> Any:
     """The value of JSON ``text`` that :func:`encode_json` wrote (``original``: scalars reused).
 
     What ``persist`` returns in its :class:`~socketio_delivery.store.Event`: the payload
     as ``fetch_since`` will return it (tuples become lists), not the caller's object.
     """
-    if type(original) in _SCALARS:
+    if original is not _NOTHING and type(original) in _SCALARS:
         return original
     return _SCAN(text, 0)[0]
 
@@ -343,8 +346,9 @@ def prepare_persist(stream: str, data: Any, rooms: Collection[str], exclude: Col
     return Persist(stream, decode_json(text, data), text, event_rooms, event_exclude, future)
 
 
-class _HasFuture:
-    future: asyncio.Future[Any]
+class _HasFuture(Protocol):
+    @property
+    def future(self) -> asyncio.Future[Any]: ...
 
 
 OpT = TypeVar("OpT", bound=_HasFuture)
