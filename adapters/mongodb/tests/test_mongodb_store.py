@@ -511,10 +511,17 @@ async def test_operations_after_close_raise_store_unavailable(opener: Opener) ->
     store = opener()
     await store.open()
     await store.close()
-    with pytest.raises(StoreUnavailableError):
-        await store.persist("s", 1)
-    with pytest.raises(StoreUnavailableError):
-        await store.fetch_since("s", None)
+    calls = [
+        store.persist("s", 1),
+        store.fetch_since("s", None),
+        store.last_offset("s"),
+        store.save_session("k", {}, 10),
+        store.claim_session("k"),
+        store.reserve_key("k", 10),
+    ]
+    for call in calls:
+        with pytest.raises(StoreUnavailableError):
+            await call
 
 
 @pytest.mark.mongodb

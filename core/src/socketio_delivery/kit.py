@@ -32,7 +32,7 @@ import logging
 import re
 import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Generic, Protocol, TypeVar
@@ -48,7 +48,7 @@ from .errors import (
     StoreUnavailableError,
 )
 from .store import Event
-from .validate import check_offset, check_rooms, check_stream
+from .validate import check_key, check_limit, check_offset, check_rooms, check_stream, check_ttl
 
 __all__ = [
     "MAX_COUNTER",
@@ -58,9 +58,12 @@ __all__ = [
     "MaintenanceLoop",
     "OffsetCodec",
     "Persist",
+    "RoomFilter",
     "decode_json",
     "encode_json",
+    "check_fetch",
     "prepare_persist",
+    "prepare_session",
     "wrap_driver_errors",
 ]
 
@@ -344,6 +347,39 @@ def prepare_persist(stream: str, data: Any, rooms: Collection[str], exclude: Col
     text = encode_json(data, "event data")
     future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
     return Persist(stream, decode_json(text, data), text, event_rooms, event_exclude, future)
+
+
+#: The type of ``fetch_since``'s ``rooms``: the rooms wanted, or ``None`` for every event.
+RoomFilter = Collection[str] | None
+
+
+def check_fetch(stream: str, rooms: RoomFilter, limit: int) -> list[str] | None:
+    """Check ``fetch_since``'s arguments but the offset; the wanted rooms, once each (``None``: all).
+
+    ::
+
+        wanted = check_fetch(stream, rooms, limit)
+    """
+    check_stream(stream)
+    check_limit(limit)
+    return None if rooms is None else list(dict.fromkeys(check_rooms(rooms)))
+
+
+def prepare_session(
+    key: str, record: Any, ttl: float, lease: float | None
+) -> tuple[str, float, float | None]:
+    """Check ``save_session``'s arguments: ``(record as JSON text, ttl, lease)`` in seconds.
+
+    ::
+
+        text, ttl, lease = prepare_session(key, record, ttl, lease)
+    """
+    check_key(key)
+    seconds = check_ttl(ttl)
+    lease_seconds = None if lease is None else check_ttl(lease, "lease")
+    if not isinstance(record, Mapping):
+        raise InvalidArgumentError("a session record must be a mapping")
+    return encode_json(dict(record), "session record"), seconds, lease_seconds
 
 
 class _HasFuture(Protocol):

@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import StoreOptions, build_options, parse_url
 from .errors import InvalidArgumentError, OffsetUnavailableError, SessionBusyError
-from .kit import OffsetCodec
+from .kit import OffsetCodec, RoomFilter
 from .store import DEFAULT_PAGE_SIZE, Capability, Event, KeyState, Reservation, new_id
 from .validate import check_key, check_limit, check_rooms, check_stream, check_ttl
 
@@ -85,12 +85,7 @@ class MemoryEventStore:
         return seq
 
     async def persist(
-        self,
-        stream: str,
-        data: Any,
-        *,
-        rooms: Collection[str] = (),
-        exclude: Collection[str] = (),
+        self, stream: str, data: Any, *, rooms: Collection[str] = (), exclude: Collection[str] = ()
     ) -> Event:
         check_stream(stream)
         event_rooms = check_rooms(rooms)
@@ -106,12 +101,7 @@ class MemoryEventStore:
         return event
 
     async def fetch_since(
-        self,
-        stream: str,
-        offset: str | None,
-        *,
-        rooms: Collection[str] | None = None,
-        limit: int = DEFAULT_PAGE_SIZE,
+        self, stream: str, offset: str | None, *, rooms: RoomFilter = None, limit: int = DEFAULT_PAGE_SIZE
     ) -> list[Event]:
         check_stream(stream)
         check_limit(limit)

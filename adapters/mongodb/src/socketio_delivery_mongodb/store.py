@@ -36,23 +36,15 @@ from urllib.parse import parse_qsl
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from socketio_delivery import kit
 from socketio_delivery.errors import (
     ConfigurationError,
-    InvalidArgumentError,
     SessionBusyError,
     StoreError,
     StoreUnavailableError,
 )
-from socketio_delivery.kit import (
-    GroupCommitWriter,
-    MaintenanceLoop,
-    Persist,
-    encode_json,
-    prepare_persist,
-    wrap_driver_errors,
-)
 from socketio_delivery.store import DEFAULT_PAGE_SIZE, Capability, Event, KeyState, Reservation, new_id
-from socketio_delivery.validate import check_key, check_limit, check_rooms, check_stream, check_ttl
+from socketio_delivery.validate import check_key, check_stream, check_ttl
 
 from ._codec import CODEC, DRIVER_ERRORS, EVENT_FIELDS, MONGO, expiry, to_event, unavailable
 from ._options import DEFAULT_DATABASE, MongoOptions, read_url
@@ -160,10 +152,10 @@ class MongoEventStore:
         self._db: Any = None
         self._open = False
         self._open_lock = asyncio.Lock()
-        self._writer: GroupCommitWriter[Persist] = GroupCommitWriter(
+        self._writer: kit.GroupCommitWriter[kit.Persist] = kit.GroupCommitWriter(
             self._write_batch, max_batch=options.max_batch, driver=MONGO, doing="persist"
         )
-        self._retention = MaintenanceLoop(self.trim, interval=options.retention_interval, logger=log)
+        self._retention = kit.MaintenanceLoop(self.trim, interval=options.retention_interval, logger=log)
         self._next: dict[str, _Next] = {}
 
     @classmethod
@@ -196,7 +188,7 @@ class MongoEventStore:
                 return
             db, owned = self._resolve()
             try:
-                with wrap_driver_errors(MONGO, f"opening database {db.name!r}"):
+                with kit.wrap_driver_errors(MONGO, f"opening database {db.name!r}"):
                     await db.command("ping")
                     await self._create_indexes(db)
             except BaseException:
@@ -264,7 +256,7 @@ class MongoEventStore:
             await self._writer.stop()
             client, self._client, self._db = self._client, None, None
             if client is not None:
-                with wrap_driver_errors(MONGO, "close"):
+                with kit.wrap_driver_errors(MONGO, "close"):
                     await client.close()
 
     def _check_open(self) -> None:
@@ -276,26 +268,21 @@ class MongoEventStore:
 
     # -- persist: group commit -----------------------------------------------------------
     async def persist(
-        self,
-        stream: str,
-        data: Any,
-        *,
-        rooms: Collection[str] = (),
-        exclude: Collection[str] = (),
+        self, stream: str, data: Any, *, rooms: Collection[str] = (), exclude: Collection[str] = ()
     ) -> Event:
-        op = prepare_persist(stream, data, rooms, exclude)
+        op = kit.prepare_persist(stream, data, rooms, exclude)
         op.rooms = tuple(dict.fromkeys(op.rooms))
         self._check_open()
         return await self._writer.submit(op)  # type: ignore[no-any-return]
 
-    async def _write_batch(self, batch: list[Persist]) -> None:
+    async def _write_batch(self, batch: list[kit.Persist]) -> None:
         """The kit's writer calls this with up to ``max_batch`` queued persists."""
-        by_stream: dict[str, list[Persist]] = {}
+        by_stream: dict[str, list[kit.Persist]] = {}
         for op in batch:
             by_stream.setdefault(op.stream, []).append(op)
         await asyncio.gather(*(self._write_stream(s, ops) for s, ops in by_stream.items()))
 
-    async def _write_stream(self, stream: str, ops: list[Persist]) -> None:
+    async def _write_stream(self, stream: str, ops: list[kit.Persist]) -> None:
         """Insert ``ops`` at the stream's next sequence numbers; answer each op."""
         pending = ops
         conflicts = 0
@@ -370,7 +357,9 @@ class MongoEventStore:
             return doc
         raise StoreError(f"{self!r}: the document of stream {stream!r} could not be read back")
 
-    async def _insert(self, stream: str, state: _Next, ops: list[Persist]) -> tuple[int, list[Persist]]:
+    async def _insert(
+        self, stream: str, state: _Next, ops: list[kit.Persist]
+    ) -> tuple[int, list[kit.Persist]]:
         """One ``insert_many`` at ``state.seq``; returns (how many went in, ops still to write)."""
         first = state.seq
         now = time.time()
@@ -413,7 +402,7 @@ class MongoEventStore:
         return written, rest
 
     async def _publish(
-        self, stream: str, state: _Next, ops: list[Persist], docs: list[dict[str, Any]], now: float
+        self, stream: str, state: _Next, ops: list[kit.Persist], docs: list[dict[str, Any]], now: float
     ) -> None:
         """Raise the stream's visible head over the inserted events, then answer their callers."""
         last = int(docs[-1]["q"])
@@ -442,19 +431,12 @@ class MongoEventStore:
 
     # -- reading ---------------------------------------------------------------------------
     async def fetch_since(
-        self,
-        stream: str,
-        offset: str | None,
-        *,
-        rooms: Collection[str] | None = None,
-        limit: int = DEFAULT_PAGE_SIZE,
+        self, stream: str, offset: str | None, *, rooms: kit.RoomFilter = None, limit: int = DEFAULT_PAGE_SIZE
     ) -> list[Event]:
-        check_stream(stream)
-        check_limit(limit)
-        wanted = None if rooms is None else list(dict.fromkeys(check_rooms(rooms)))
+        wanted = kit.check_fetch(stream, rooms, limit)
         epoch, (after,) = (None, (0,)) if offset is None else CODEC.parse(offset)
         self._check_open()
-        with wrap_driver_errors(MONGO, "fetch_since"):
+        with kit.wrap_driver_errors(MONGO, "fetch_since"):
             try:
                 return await self._fetch(stream, offset, epoch, after, wanted, limit)
             except OperationFailure as exc:
@@ -516,7 +498,7 @@ class MongoEventStore:
     async def last_offset(self, stream: str) -> str:
         check_stream(stream)
         self._check_open()
-        with wrap_driver_errors(MONGO, "last_offset"):
+        with kit.wrap_driver_errors(MONGO, "last_offset"):
             doc = await self._collection("streams").find_one({"_id": stream}, {"e": 1, "h": 1})
             if doc is None:
                 doc = await self._stream_doc(stream)  # fixes the epoch of the empty stream
@@ -532,7 +514,7 @@ class MongoEventStore:
         if stream is not None:
             check_stream(stream)
         self._check_open()
-        with wrap_driver_errors(MONGO, "trim"):
+        with kit.wrap_driver_errors(MONGO, "trim"):
             if stream is not None:
                 return await self._trim_stream(stream)
             total = 0
@@ -609,19 +591,14 @@ class MongoEventStore:
 
             await store.save_session(pid, record, 120, lease=10)  # renewed while connected
         """
-        check_key(key)
-        seconds = check_ttl(ttl)
-        lease_seconds = None if lease is None else check_ttl(lease, "lease")
-        if not isinstance(record, Mapping):
-            raise InvalidArgumentError("a session record must be a mapping")
-        text = encode_json(dict(record), "session record")
+        text, seconds, lease_seconds = kit.prepare_session(key, record, ttl, lease)
         self._check_open()
         now = time.time()
         at = now + seconds
         doc: dict[str, Any] = {"v": text, "x": at, "exp": expiry(at)}
         if lease_seconds is not None:
             doc["l"] = now + lease_seconds
-        with wrap_driver_errors(MONGO, "save_session"):
+        with kit.wrap_driver_errors(MONGO, "save_session"):
             await self._retry_upsert(
                 lambda: self._collection("sessions").replace_one({"_id": key}, doc, upsert=True)
             )
@@ -638,7 +615,7 @@ class MongoEventStore:
         seconds = None if lease is None else check_ttl(lease, "lease")
         self._check_open()
         sessions = self._collection("sessions")
-        with wrap_driver_errors(MONGO, "claim_session"):
+        with kit.wrap_driver_errors(MONGO, "claim_session"):
             for _ in range(_CLAIM_ATTEMPTS):
                 now = time.time()
                 free = {
@@ -676,7 +653,7 @@ class MongoEventStore:
         seconds = check_ttl(lease, "lease")
         self._check_open()
         keys = self._collection("keys")
-        with wrap_driver_errors(MONGO, "reserve_key"):
+        with kit.wrap_driver_errors(MONGO, "reserve_key"):
             for _ in range(5):
                 now = time.time()
                 at = now + seconds
@@ -700,11 +677,11 @@ class MongoEventStore:
     async def complete_key(self, key: str, result: Any, ttl: float) -> None:
         check_key(key)
         seconds = check_ttl(ttl)
-        text = encode_json(result, "result")
+        text = kit.encode_json(result, "result")
         self._check_open()
         at = time.time() + seconds
         update = {"$set": {"done": True, "x": at, "exp": expiry(at), "res": text}}
-        with wrap_driver_errors(MONGO, "complete_key"):
+        with kit.wrap_driver_errors(MONGO, "complete_key"):
             await self._retry_upsert(
                 lambda: self._collection("keys").update_one({"_id": key}, update, upsert=True)
             )
@@ -712,7 +689,7 @@ class MongoEventStore:
     async def release_key(self, key: str) -> None:
         check_key(key)
         self._check_open()
-        with wrap_driver_errors(MONGO, "release_key"):
+        with kit.wrap_driver_errors(MONGO, "release_key"):
             await self._collection("keys").delete_one({"_id": key, "done": False})
 
     @staticmethod

@@ -58,12 +58,14 @@ from socketio_delivery.kit import (
     MaintenanceLoop,
     OffsetCodec,
     Persist,
+    RoomFilter,
+    check_fetch,
     encode_json,
     prepare_persist,
     wrap_driver_errors,
 )
 from socketio_delivery.store import DEFAULT_PAGE_SIZE, Capability, Event, KeyState, Reservation, new_id
-from socketio_delivery.validate import check_key, check_limit, check_rooms, check_stream, check_ttl
+from socketio_delivery.validate import check_key, check_stream, check_ttl
 
 from . import _scripts
 from ._scripts import INLINE_LIMIT, Script
@@ -426,12 +428,7 @@ class RedisEventStore:
 
     # -- event streams ----------------------------------------------------------------
     async def persist(
-        self,
-        stream: str,
-        data: Any,
-        *,
-        rooms: Collection[str] = (),
-        exclude: Collection[str] = (),
+        self, stream: str, data: Any, *, rooms: Collection[str] = (), exclude: Collection[str] = ()
     ) -> Event:
         op = prepare_persist(stream, data, rooms, exclude)
         self._ready()
@@ -459,16 +456,9 @@ class RedisEventStore:
         return Event(self._offset(epoch, ms, seq), data, tuple(rooms), tuple(exclude), ms / 1000)
 
     async def fetch_since(
-        self,
-        stream: str,
-        offset: str | None,
-        *,
-        rooms: Collection[str] | None = None,
-        limit: int = DEFAULT_PAGE_SIZE,
+        self, stream: str, offset: str | None, *, rooms: RoomFilter = None, limit: int = DEFAULT_PAGE_SIZE
     ) -> list[Event]:
-        check_stream(stream)
-        check_limit(limit)
-        wanted = None if rooms is None else list(dict.fromkeys(check_rooms(rooms)))
+        wanted = check_fetch(stream, rooms, limit)
         after = None if offset is None else self._parse_offset(offset)
         self._ready()
         keys = self._stream_keys(stream)

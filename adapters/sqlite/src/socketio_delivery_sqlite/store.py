@@ -34,7 +34,6 @@ from typing import Any
 from socketio_delivery.config import build_options, parse_url
 from socketio_delivery.errors import (
     ConfigurationError,
-    InvalidArgumentError,
     OffsetUnavailableError,
     SessionBusyError,
     StoreError,
@@ -46,12 +45,15 @@ from socketio_delivery.kit import (
     GroupCommitWriter,
     MaintenanceLoop,
     Persist,
+    RoomFilter,
+    check_fetch,
     encode_json,
     prepare_persist,
+    prepare_session,
     wrap_driver_errors,
 )
 from socketio_delivery.store import DEFAULT_PAGE_SIZE, Capability, Event, Reservation, new_id
-from socketio_delivery.validate import check_key, check_limit, check_rooms, check_stream, check_ttl
+from socketio_delivery.validate import check_key, check_stream, check_ttl
 
 from . import _ops, _sql
 from ._thread import SQLiteThread
@@ -245,12 +247,7 @@ class SQLiteEventStore:
 
     # -- event streams ----------------------------------------------------------------
     async def persist(
-        self,
-        stream: str,
-        data: Any,
-        *,
-        rooms: Collection[str] = (),
-        exclude: Collection[str] = (),
+        self, stream: str, data: Any, *, rooms: Collection[str] = (), exclude: Collection[str] = ()
     ) -> Event:
         return await self._writer.submit(prepare_persist(stream, data, rooms, exclude))  # type: ignore[no-any-return]
 
@@ -271,16 +268,9 @@ class SQLiteEventStore:
         return sid
 
     async def fetch_since(
-        self,
-        stream: str,
-        offset: str | None,
-        *,
-        rooms: Collection[str] | None = None,
-        limit: int = DEFAULT_PAGE_SIZE,
+        self, stream: str, offset: str | None, *, rooms: RoomFilter = None, limit: int = DEFAULT_PAGE_SIZE
     ) -> list[Event]:
-        check_stream(stream)
-        check_limit(limit)
-        wanted = None if rooms is None else list(dict.fromkeys(check_rooms(rooms)))
+        wanted = check_fetch(stream, rooms, limit)
         (after,) = (0,) if offset is None else _ops.CODEC.position(offset, self.epoch)
         sid = await self._sid(stream)
         if sid is None:
@@ -368,12 +358,7 @@ class SQLiteEventStore:
 
             await store.save_session(pid, record, 120, lease=10)  # renewed while connected
         """
-        check_key(key)
-        seconds = check_ttl(ttl)
-        lease_seconds = None if lease is None else check_ttl(lease, "lease")
-        if not isinstance(record, Mapping):
-            raise InvalidArgumentError("a session record must be a mapping")
-        text = encode_json(dict(record), "session record")
+        text, seconds, lease_seconds = prepare_session(key, record, ttl, lease)
         await self._call(_ops.save_session, key, text, seconds, lease_seconds)
 
     async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:
