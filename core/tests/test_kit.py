@@ -97,7 +97,7 @@ class _Options(AdapterOptions):
 
 def test_options_come_from_the_url_and_keywords() -> None:
     options = build_options(
-        _Options, parse_url("acme:///e.db?max_batch=50&retention_interval=none"), {"timeout": 2}
+        _Options, parse_url("acme:///e.db?max_batch=50&retention_interval=none"), {"trim_chunk": 2}
     )
     assert (options.max_batch, options.retention_interval, options.trim_chunk) == (50, None, 2)
 
