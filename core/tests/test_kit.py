@@ -5,30 +5,40 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
+from socketio_delivery import KeyState, Reservation
 from socketio_delivery.config import build_options, parse_url
 from socketio_delivery.errors import (
     ConfigurationError,
     InvalidArgumentError,
     InvalidOffsetError,
     OffsetUnavailableError,
+    SessionBusyError,
     StoreError,
     StoreUnavailableError,
 )
 from socketio_delivery.kit import (
+    KEEP,
     MAX_COUNTER,
     AdapterOptions,
+    ConnectionThread,
     DriverErrors,
     GroupCommitWriter,
     MaintenanceLoop,
     OffsetCodec,
     Persist,
+    Record,
+    RecordStore,
+    check_fetch,
     decode_json,
     encode_json,
     prepare_persist,
+    prepare_session,
     wrap_driver_errors,
 )
 
@@ -304,3 +314,87 @@ def test_maintenance_without_interval_starts_nothing() -> None:
         await loop.stop()
 
     asyncio.run(main())
+
+
+# -- records: sessions and keys on one primitive -------------------------------------------------
+class _DictRecords(RecordStore):
+    """The smallest RecordStore: a dict (atomic: nothing awaits inside update_record)."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[str, str], Record] = {}
+
+    async def update_record(self, kind: str, key: str, change: Any) -> Any:
+        new, answer = change(self.records.get((kind, key)), time.time())
+        if new is None:
+            self.records.pop((kind, key), None)
+        elif new is not KEEP:
+            self.records[(kind, key)] = new
+        return answer
+
+
+def test_record_store_gives_sessions_with_leases_and_keys() -> None:
+    async def main() -> None:
+        store = _DictRecords()
+        assert len(store.generate_id()) >= 22
+        await store.save_session("s", {"a": 1}, 30)
+        assert await store.claim_session("s", lease=30) == {"a": 1}
+        with pytest.raises(SessionBusyError):
+            await store.claim_session("s")
+        await store.save_session("s", {"a": 2}, 30)  # ends the lease
+        assert await store.claim_session("s") == {"a": 2}
+        assert await store.claim_session("s") is None
+        await store.save_session("t", {}, 30, lease=30)
+        with pytest.raises(SessionBusyError):
+            await store.claim_session("t")
+        await store.save_session("old", {}, 0.01)
+        await asyncio.sleep(0.02)
+        assert await store.claim_session("old") is None
+        assert (await store.reserve_key("k", 30)).state is KeyState.ACQUIRED
+        assert (await store.reserve_key("k", 30)).state is KeyState.PENDING
+        await store.release_key("k")
+        assert (await store.reserve_key("k", 30)).state is KeyState.ACQUIRED
+        await store.complete_key("k", [1], 30)
+        await store.release_key("k")  # a completed key stays
+        assert await store.reserve_key("k", 30) == Reservation(KeyState.DONE, [1])
+        with pytest.raises(InvalidArgumentError):
+            await store.save_session("s", [], 30)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+
+
+def test_check_fetch_and_prepare_session() -> None:
+    assert check_fetch("s", None, 10) is None
+    assert check_fetch("s", ["a", "b", "a"], 10) == ["a", "b"]
+    with pytest.raises(InvalidArgumentError):
+        check_fetch("s", None, 0)
+    assert prepare_session("k", {"a": 1}, 5, None) == ('{"a":1}', 5.0, None)
+    with pytest.raises(InvalidArgumentError):
+        prepare_session("k", {}, 5, 0)
+
+
+# -- a connection on its own thread ----------------------------------------------------------------
+def test_connection_thread_runs_transactions_and_rolls_back(tmp_path: Path) -> None:
+    path = tmp_path / "t.db"
+
+    async def main() -> list[Any]:
+        db: ConnectionThread[sqlite3.Connection] = ConnectionThread()
+        with pytest.raises(StoreUnavailableError):
+            await db.run(lambda conn: None)
+        await db.open(lambda: sqlite3.connect(path, isolation_level=None, check_same_thread=False))
+        await db.open(lambda: pytest.fail("open twice"))
+        await db.run(lambda conn: conn.execute("CREATE TABLE t (x)"))
+        await db.transaction(lambda conn: conn.execute("INSERT INTO t VALUES (1)"))
+
+        def fails(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO t VALUES (2)")
+            raise RuntimeError("no")
+
+        with pytest.raises(RuntimeError):
+            await db.transaction(fails)
+        rows = await db.run(lambda conn: conn.execute("SELECT x FROM t").fetchall())
+        assert db.trips == 4  # create, insert, the failed insert, select
+        await db.close(lambda conn: conn.execute("PRAGMA optimize"))
+        await db.close()
+        return rows
+
+    assert asyncio.run(main()) == [(1,)]

@@ -29,8 +29,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import queue
 import re
 import secrets
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -44,20 +46,26 @@ from .errors import (
     InvalidArgumentError,
     InvalidOffsetError,
     OffsetUnavailableError,
+    SessionBusyError,
     StoreError,
     StoreUnavailableError,
 )
-from .store import Event
+from .store import Event, KeyState, Reservation, new_id
 from .validate import check_key, check_limit, check_offset, check_rooms, check_stream, check_ttl
 
 __all__ = [
+    "KEEP",
     "MAX_COUNTER",
     "AdapterOptions",
+    "Change",
+    "ConnectionThread",
     "DriverErrors",
     "GroupCommitWriter",
     "MaintenanceLoop",
     "OffsetCodec",
     "Persist",
+    "Record",
+    "RecordStore",
     "RoomFilter",
     "decode_json",
     "encode_json",
@@ -183,14 +191,19 @@ class OffsetCodec:
         return counters
 
     @staticmethod
-    def check(offset: str, at: tuple[int, ...], *, first: tuple[int, ...], last: tuple[int, ...]) -> None:
-        """Refuse to resume from ``at`` unless ``first <= at <= last``.
+    def check(
+        offset: str, at: int | tuple[int, ...], first: int | tuple[int, ...], last: int | tuple[int, ...]
+    ) -> None:
+        """Refuse to resume from ``at`` unless ``first <= at <= last`` (ints for one counter).
 
         ``first``: the position of the newest trimmed event (0 if none); ``last``: the
         newest event's. Below ``first`` events were trimmed; above ``last`` the offset
         is ahead of the stream (``fetch_since`` from it would skip every event persisted
-        up to it). Both raise :class:`OffsetUnavailableError`.
+        up to it). Both raise :class:`OffsetUnavailableError`::
+
+            OffsetCodec.check(offset, seq, trimmed_upto, last_seq)
         """
+        at, first, last = (n if isinstance(n, tuple) else (n,) for n in (at, first, last))
         if at < first:
             raise OffsetUnavailableError(
                 f"events after offset {offset!r} were removed by retention", offset=offset
@@ -388,6 +401,7 @@ class _HasFuture(Protocol):
 
 
 OpT = TypeVar("OpT", bound=_HasFuture)
+T = TypeVar("T")
 
 
 class GroupCommitWriter(Generic[OpT]):
@@ -429,7 +443,12 @@ class GroupCommitWriter(Generic[OpT]):
         return not self._stopping and self._task is not None and not self._task.done()
 
     def start(self, name: str = "writer") -> None:
-        """Start the task on the running loop (again after :meth:`stop`, maybe on another loop)."""
+        """Start the task on the running loop (again after :meth:`stop`, maybe on another loop).
+
+        Nothing happens while it runs already.
+        """
+        if self.running:
+            return
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._task = asyncio.create_task(self._run(), name=name)
@@ -513,7 +532,9 @@ class MaintenanceLoop:
         self._stopping = True
 
     def start(self, name: str = "retention") -> None:
-        """Start the task on the running loop (nothing when ``interval`` is ``None``)."""
+        """Start the task on the running loop (nothing when ``interval`` is ``None``, or running)."""
+        if self._task is not None and not self._task.done():
+            return
         self._stopping = False
         self._due = asyncio.Event()
         if self.interval is not None:
@@ -551,3 +572,225 @@ class MaintenanceLoop:
                 self.log.warning("retention failed: %s", exc)
         except Exception:
             self.log.exception("retention failed")
+
+
+# -- sessions and idempotency keys on one atomic primitive ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A session or an idempotency key as :class:`RecordStore` keeps it.
+
+    ``value``: JSON text (the session record, the key's result; ``None``: a pending key).
+    ``expires``: when it goes (seconds since the Unix epoch). ``leased``: until when a
+    session is leased (0: not leased).
+    """
+
+    value: str | None
+    expires: float
+    leased: float = 0.0
+
+
+#: What a :meth:`RecordStore.update_record` change returns to leave the record as it is.
+KEEP: Any = object()
+
+R = TypeVar("R")
+Change = Callable[[Record | None, float], tuple[Any, R]]
+
+
+class RecordStore:
+    """Sessions and idempotency keys of the contract, on one primitive your store writes.
+
+    Implement :meth:`update_record`: atomically (one transaction, one lock, one script)
+    read the record ``(kind, key)``, call ``change(record, now)`` and write what it returns.
+    This class does the rest (leases, busy sessions, pending and done keys, expiry) the
+    same way for every store built on it::
+
+        class AcmeEventStore(kit.RecordStore):
+            async def update_record(self, kind, key, change):
+                def run(db):
+                    row = db.execute("SELECT value, expires, leased FROM kv WHERE ...").fetchone()
+                    new, answer = change(None if row is None else kit.Record(*row), time.time())
+                    ...  # new is None: delete; kit.KEEP: leave; else write new
+                    return answer
+                return await self._transaction(run)
+    """
+
+    def generate_id(self) -> str:
+        """A fresh session id (``pid``) or key: :func:`~socketio_delivery.store.new_id`."""
+        return new_id()
+
+    async def update_record(self, kind: str, key: str, change: Change[R]) -> R:
+        """Atomically apply ``change`` to the record ``(kind, key)``; return its answer.
+
+        ``change(record or None, now)`` returns ``(new, answer)``: ``new`` is a
+        :class:`Record` to write, ``None`` to delete, :data:`KEEP` to leave it. It may
+        raise (a busy session): then nothing is written. Expired records may be passed
+        in; ``change`` treats them as absent.
+        """
+        raise NotImplementedError
+
+    async def save_session(
+        self, key: str, record: Mapping[str, Any], ttl: float, *, lease: float | None = None
+    ) -> None:
+        text, seconds, lease_seconds = prepare_session(key, record, ttl, lease)
+
+        def save(_: Record | None, now: float) -> tuple[Record, None]:
+            return Record(text, now + seconds, now + lease_seconds if lease_seconds else 0.0), None
+
+        await self.update_record("session", key, save)
+
+    async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:
+        check_key(key)
+        seconds = None if lease is None else check_ttl(lease, "lease")
+
+        def claim(found: Record | None, now: float) -> tuple[Any, str | None]:
+            if found is None or found.expires <= now:
+                return None, None
+            if found.leased > now:
+                raise SessionBusyError("the session is being recovered by another connection")
+            kept = None if seconds is None else Record(found.value, found.expires, now + seconds)
+            return kept, found.value
+
+        text = await self.update_record("session", key, claim)
+        return None if text is None else json.loads(text)
+
+    async def reserve_key(self, key: str, lease: float) -> Reservation:
+        check_key(key)
+        seconds = check_ttl(lease, "lease")
+
+        def reserve(found: Record | None, now: float) -> tuple[Any, Reservation]:
+            if found is None or found.expires <= now:
+                return Record(None, now + seconds), Reservation(KeyState.ACQUIRED)
+            if found.value is None:
+                return KEEP, Reservation(KeyState.PENDING)
+            return KEEP, Reservation(KeyState.DONE, json.loads(found.value))
+
+        return await self.update_record("key", key, reserve)
+
+    async def complete_key(self, key: str, result: Any, ttl: float) -> None:
+        check_key(key)
+        seconds = check_ttl(ttl)
+        text = encode_json(result, "result")
+        await self.update_record("key", key, lambda _, now: (Record(text, now + seconds), None))
+
+    async def release_key(self, key: str) -> None:
+        check_key(key)
+
+        def release(found: Record | None, now: float) -> tuple[Any, None]:
+            return (None if found is not None and found.value is None else KEEP), None
+
+        await self.update_record("key", key, release)
+
+
+# -- a blocking DB-API connection on a thread of its own ----------------------------------------
+
+C = TypeVar("C")
+_Job = tuple[asyncio.Future[Any], Callable[..., Any], tuple[Any, ...]]
+
+
+def _answer(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.cancelled():
+        return
+    if error is None:
+        future.set_result(result)
+    else:
+        future.set_exception(error)
+
+
+class ConnectionThread(Generic[C]):
+    """A blocking connection (``sqlite3``, any DB-API driver) used only by a thread of its own.
+
+    Calls run one at a time, in order; a whole batch of statements is one trip to the
+    thread. Driver exceptions come out as they are: wrap them with :func:`wrap_driver_errors`.
+    Calls on a closed connection raise :class:`StoreUnavailableError`::
+
+        db = ConnectionThread[sqlite3.Connection]()
+        await db.open(lambda: sqlite3.connect("e.db", isolation_level=None, check_same_thread=False))
+        with wrap_driver_errors(SQLITE, "persist"):
+            seq = await db.transaction(lambda conn: conn.execute("INSERT ...").lastrowid)
+        await db.close()
+    """
+
+    def __init__(self) -> None:
+        #: How many calls went to the thread (a group commit is one).
+        self.trips = 0
+        self._conn: C | None = None
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    async def open(self, connect: Callable[[], C], name: str = "store connection") -> None:
+        """Start the thread and make the connection there with ``connect()``; nothing if open."""
+        if self._conn is not None:
+            return
+        jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        threading.Thread(target=self._work, args=(jobs,), name=name, daemon=True).start()
+        try:
+            conn = await self._call(jobs, connect)
+        except BaseException:
+            jobs.put(None)
+            raise
+        self._conn, self._jobs = conn, jobs
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` in the thread."""
+        conn = self._conn
+        if conn is None:
+            raise StoreUnavailableError("the store is not open (await store.open() first)")
+        self.trips += 1
+        return await self._call(self._jobs, fn, conn, *args)
+
+    async def transaction(self, fn: Callable[..., T], *args: Any, begin: str = "BEGIN IMMEDIATE") -> T:
+        """``fn(connection, *args)`` between ``begin`` and ``COMMIT`` (``ROLLBACK`` if it raises)."""
+        return await self.run(_in_transaction, begin, fn, *args)
+
+    async def close(self, last: Callable[[C], Any] | None = None) -> None:
+        """Run ``last(connection)`` (errors ignored), close the connection, end the thread."""
+        conn, jobs, self._conn = self._conn, self._jobs, None
+        if conn is None:
+            return
+        try:
+            await self._call(jobs, _finish, conn, last)
+        finally:
+            jobs.put(None)
+
+    @staticmethod
+    async def _call(jobs: queue.SimpleQueue[_Job | None], fn: Callable[..., T], *args: Any) -> T:
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        jobs.put((future, fn, args))
+        return await future
+
+    @staticmethod
+    def _work(jobs: queue.SimpleQueue[_Job | None]) -> None:
+        while (job := jobs.get()) is not None:
+            future, fn, args = job
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = fn(*args)
+            except BaseException as exc:
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop was closed meanwhile: nobody waits
+                future.get_loop().call_soon_threadsafe(_answer, future, result, error)
+
+
+def _in_transaction(conn: Any, begin: str, fn: Callable[..., T], *args: Any) -> T:
+    conn.execute(begin)
+    try:
+        result = fn(conn, *args)
+        conn.execute("COMMIT")
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def _finish(conn: Any, last: Callable[[Any], Any] | None) -> None:
+    if last is not None:
+        with contextlib.suppress(Exception):  # best effort (PRAGMA optimize, ...)
+            last(conn)
+    conn.close()

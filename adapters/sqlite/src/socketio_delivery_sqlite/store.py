@@ -41,6 +41,7 @@ from socketio_delivery.errors import (
 )
 from socketio_delivery.kit import (
     AdapterOptions,
+    ConnectionThread,
     DriverErrors,
     GroupCommitWriter,
     MaintenanceLoop,
@@ -56,7 +57,6 @@ from socketio_delivery.store import DEFAULT_PAGE_SIZE, Capability, Event, Reserv
 from socketio_delivery.validate import check_key, check_stream, check_ttl
 
 from . import _ops, _sql
-from ._thread import SQLiteThread
 
 __all__ = ["SQLiteEventStore", "SQLiteOptions"]
 
@@ -133,7 +133,7 @@ class SQLiteEventStore:
         self.epoch = ""
         self.commits = 0
         self.writes = 0
-        self._thread = SQLiteThread()
+        self._thread: ConnectionThread[sqlite3.Connection] = ConnectionThread()
         self._open_lock = asyncio.Lock()
         self._writer: GroupCommitWriter[Persist | _Call] = GroupCommitWriter(
             self._write_batch, max_batch=self.options.max_batch, driver=SQLITE, doing="write transaction"
@@ -175,8 +175,10 @@ class SQLiteEventStore:
                 wal=not self.in_memory,
             )
             try:
-                meta = await self._thread.open(self.database, setup)
+                await self._thread.open(self._connect, name=f"{self!r} connection")
+                meta = await self._thread.run(setup)
             except (sqlite3.Error, OSError) as exc:
+                await self._thread.close()
                 error = SQLITE.error(exc, f"opening {self.database!r}")
                 if isinstance(exc, sqlite3.OperationalError) and type(error) is StoreError:
                     error = StoreUnavailableError(str(error))  # cannot open it at all
@@ -191,6 +193,9 @@ class SQLiteEventStore:
             self._sids.clear()
             self._writer.start(f"{self!r} writer")
             self._retention.start(f"{self!r} retention")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.database, isolation_level=None, check_same_thread=False)
 
     async def close(self) -> None:
         async with self._open_lock:
@@ -211,7 +216,7 @@ class SQLiteEventStore:
         return await self._writer.submit(_Call(lambda db, now: fn(db, now, *args), future))
 
     async def _write_batch(self, batch: list[Persist | _Call]) -> None:
-        results, sids, due = await self._thread.run(self._run_batch, batch)
+        results, sids, due = await self._thread.transaction(self._run_batch, batch)
         self._sids.update(sids)
         if due:
             self._retention.due()
@@ -224,25 +229,16 @@ class SQLiteEventStore:
     def _run_batch(
         self, db: sqlite3.Connection, batch: list[Persist | _Call]
     ) -> tuple[list[Any], dict[str, int], bool]:
-        """In the connection's thread: ``BEGIN IMMEDIATE``, every write of ``batch``, ``COMMIT``."""
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            now = time.time()  # taken under the write lock: ts follow seq order
-            persists = [op for op in batch if type(op) is Persist]
-            events, sids, due = (
-                _ops.insert_events(db, persists, self.epoch, now, self.options.max_events)
-                if persists
-                else ([], {}, False)
-            )
-            it = iter(events)
-            results = [next(it) if type(op) is Persist else op.run(db, now) for op in batch]  # type: ignore[union-attr]
-            db.execute("COMMIT")
-        except BaseException:
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            raise
+        """In the connection's thread, inside ``BEGIN IMMEDIATE ... COMMIT``: every write of ``batch``."""
+        now = time.time()  # taken under the write lock: ts follow seq order
+        persists = [op for op in batch if type(op) is Persist]
+        events, sids, due = (
+            _ops.insert_events(db, persists, self.epoch, now, self.options.max_events)
+            if persists
+            else ([], {}, False)
+        )
+        it = iter(events)
+        results = [next(it) if type(op) is Persist else op.run(db, now) for op in batch]  # type: ignore[union-attr]
         return results, sids, due
 
     # -- event streams ----------------------------------------------------------------
