@@ -572,3 +572,18 @@ def test_check_command_works_against_the_server(mongo_url: str) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK" in done.stdout
+
+
+async def test_calls_are_bounded_by_default_and_the_url_wins() -> None:
+    """Every call ends within 5 s by default (select a server, connect, each socket read)."""
+    for url, bound in (
+        ("mongodb://127.0.0.1:1/x", 5.0),
+        ("mongodb://127.0.0.1:1/x?socketTimeoutMS=800", 0.8),
+    ):
+        _, client = MongoEventStore(url)._resolve()
+        try:
+            assert client.options.server_selection_timeout == 5.0
+            assert client.options.pool_options.connect_timeout == 5.0
+            assert client.options.pool_options.socket_timeout == bound
+        finally:
+            await client.close()

@@ -390,6 +390,24 @@ async def test_write_lock_held_elsewhere_fails_the_whole_batch_and_loses_nothing
     assert_same_events(await read_all(store, "s"), [kept, after])
 
 
+async def test_writes_fail_within_busy_timeout_while_another_process_holds_the_lock(
+    opener: Opener, tmp_path: Path
+) -> None:
+    path = tmp_path / "bounded.db"
+    store = opener(path, busy_timeout=0.3)
+    await store.open()
+    raw = sqlite3.connect(path, isolation_level=None)
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+        for call in (lambda: store.persist("s", 1), lambda: store.claim_session("pid")):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError):
+                await asyncio.wait_for(call(), 10)
+            assert time.monotonic() - started < 0.3 + 1.5
+    finally:
+        raw.close()
+
+
 async def test_unopenable_path_raises_store_unavailable(tmp_path: Path) -> None:
     for path in (tmp_path / "missing-dir" / "e.db", tmp_path):
         store = SQLiteEventStore.from_url(f"sqlite:///{path}")
