@@ -91,6 +91,7 @@ def test_open_store_finds_the_adapter_through_its_entry_point() -> None:
         ("sqlite:///e.db", {"max_batch": 0}),
         ("sqlite:///e.db", {"retention_interval": 0}),
         ("sqlite:///e.db", {"trim_chunk": 0}),
+        ("sqlite:///e.db", {"max_bytes": 0}),
         ("sqlite:///e.db?max_batch=many", {}),
     ],
 )
@@ -100,7 +101,7 @@ def test_bad_urls_and_options_raise_configuration_error(url: str, options: dict[
 
 
 VALID_SQLITE_OPTIONS = (
-    "busy_timeout, max_age, max_batch, max_events, retention_interval, synchronous, trim_chunk"
+    "busy_timeout, max_age, max_batch, max_bytes, max_events, retention_interval, synchronous, trim_chunk"
 )
 
 
@@ -477,6 +478,23 @@ async def test_trim_deletes_in_chunks_and_drops_room_rows(opener: Opener, tmp_pa
         assert raw.execute("SELECT count(*) FROM sio_event_rooms").fetchone()[0] == 3 * 2  # 95, 97, 99
     with pytest.raises(OffsetUnavailableError):
         await store.fetch_since("s", events[50].offset)
+
+
+async def test_max_bytes_keeps_the_newest_payloads_within_the_bound(opener: Opener, tmp_path: Path) -> None:
+    path = tmp_path / "bytes.db"
+    store = opener(path, max_bytes=250, max_events=None, max_age=None, retention_interval=None, trim_chunk=3)
+    await store.open()
+    events = [await store.persist("s", "é" * 49, rooms=["r"]) for _ in range(10)]  # 100 bytes each
+    assert await store.trim("s") == 8
+    assert_same_events(await read_all(store, "s"), events[8:])
+    assert_same_events(await read_all(store, "s", rooms=["r"]), events[8:])
+    with pytest.raises(OffsetUnavailableError):
+        await store.fetch_since("s", events[0].offset)
+    big = await store.persist("s", "y" * 1000)  # over the bound alone: the newest stays
+    await store.trim()
+    assert_same_events(await read_all(store, "s"), [big])
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT count(*) FROM sio_event_rooms").fetchone()[0] == 0
 
 
 async def test_retention_runs_in_the_background(opener: Opener) -> None:

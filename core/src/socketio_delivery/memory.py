@@ -16,7 +16,7 @@ from typing import Any
 
 from .config import StoreOptions, build_options, parse_url
 from .errors import InvalidArgumentError, OffsetUnavailableError, SessionBusyError
-from .kit import OffsetCodec, RoomFilter
+from .kit import OffsetCodec, RoomFilter, check_max_bytes
 from .store import DEFAULT_PAGE_SIZE, Capability, Event, KeyState, Reservation, new_id
 from .validate import check_key, check_limit, check_rooms, check_stream, check_ttl
 
@@ -29,23 +29,37 @@ _SWEEP_EVERY = 1024
 
 @dataclass(frozen=True)
 class MemoryOptions(StoreOptions):
+    """``max_bytes``: most bytes of event payload (its JSON text) kept per stream; retention
+    drops the oldest events first and always keeps the newest one (``None``: no limit)."""
+
     max_events: int | None = 100_000
+    max_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_max_bytes(self.max_bytes)
 
 
 @dataclass
 class _Stream:
     seqs: list[int] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # bytes of each event's JSON payload
+    held_bytes: int = 0  # of the retained events (kept only with max_bytes)
     start: int = 0  # index of the oldest retained event in seqs/events
     last_seq: int = 0
     trimmed_upto: int = 0  # seq of the newest trimmed event
 
 
-def _json_copy(value: Any, what: str) -> Any:
+def _json_text(value: Any, what: str) -> str:
     try:
-        return json.loads(json.dumps(value))
+        return json.dumps(value)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"{what} must be a JSON value: {exc}") from exc
+
+
+def _json_copy(value: Any, what: str) -> Any:
+    return json.loads(_json_text(value, what))
 
 
 class MemoryEventStore:
@@ -90,12 +104,15 @@ class MemoryEventStore:
         check_stream(stream)
         event_rooms = check_rooms(rooms)
         event_exclude = check_rooms(exclude, "exclude")
-        copied = _json_copy(data, "event data")
+        text = _json_text(data, "event data")
+        copied = json.loads(text)
         s = self._streams.setdefault(stream, _Stream())
         s.last_seq += 1
         event = Event(self._offset(s.last_seq), copied, event_rooms, event_exclude, time.time())
         s.seqs.append(s.last_seq)
         s.events.append(event)
+        s.sizes.append(len(text))  # json.dumps is ASCII: characters are bytes
+        s.held_bytes += len(text)
         self._apply_retention(s, event.timestamp)
         self._tick()
         return event
@@ -147,15 +164,28 @@ class MemoryEventStore:
             cutoff = now - max_age
             while drop_to < len(s.events) and s.events[drop_to].timestamp < cutoff:
                 drop_to += 1
+        if self.options.max_bytes is not None:
+            drop_to = self._over_bytes(s, drop_to, self.options.max_bytes)
         dropped = drop_to - s.start
         if dropped:
+            s.held_bytes -= sum(s.sizes[s.start : drop_to])
             s.trimmed_upto = s.seqs[drop_to - 1]
             s.start = drop_to
             if s.start > 1024 and s.start * 2 > len(s.seqs):
                 del s.seqs[: s.start]
                 del s.events[: s.start]
+                del s.sizes[: s.start]
                 s.start = 0
         return dropped
+
+    @staticmethod
+    def _over_bytes(s: _Stream, drop_to: int, max_bytes: int) -> int:
+        """Where to drop to so that the retained payloads hold at most ``max_bytes`` (newest kept)."""
+        held = s.held_bytes - sum(s.sizes[s.start : drop_to])
+        while held > max_bytes and drop_to < len(s.sizes) - 1:
+            held -= s.sizes[drop_to]
+            drop_to += 1
+        return drop_to
 
     # -- sessions -------------------------------------------------------------------
     async def save_session(

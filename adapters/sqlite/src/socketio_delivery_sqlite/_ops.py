@@ -89,8 +89,22 @@ def insert_events(
     return events, sids, due
 
 
+#: The newest event of stream ``?1`` after ``?2`` beyond which the newer payloads hold more
+#: than ``?3`` bytes (their UTF-8 JSON text): that event and older ones go (max_bytes).
+_OVER_BYTES = (
+    "SELECT seq FROM (SELECT seq, sum(length(CAST(data AS BLOB))) OVER (ORDER BY seq DESC) AS held "
+    "FROM sio_events WHERE sid = ?1 AND seq > ?2) WHERE held > ?3 ORDER BY seq DESC LIMIT 1"
+)
+
+
 def trim_chunk(
-    db: Db, now: float, sid: int, chunk: int, max_events: int | None, max_age: float | None
+    db: Db,
+    now: float,
+    sid: int,
+    chunk: int,
+    max_events: int | None,
+    max_age: float | None,
+    max_bytes: int | None = None,
 ) -> tuple[int, bool]:
     """Drop at most ``chunk`` expired events of stream ``sid``; ``(dropped, more to drop)``."""
     row = _one(db.execute("SELECT last_seq, trimmed_upto FROM sio_streams WHERE sid = ?", (sid,)))
@@ -101,6 +115,10 @@ def trim_chunk(
     upto = trimmed
     if max_events is not None:
         upto = max(upto, min(chunk_end, last_seq - max_events))
+    if max_bytes is not None and upto < chunk_end:
+        over = _one(db.execute(_OVER_BYTES, (sid, trimmed, max_bytes)))
+        if over is not None:  # the newest event stays, however large
+            upto = max(upto, min(chunk_end, over[0], last_seq - 1))
     if max_age is not None and upto < chunk_end:
         kept = _one(
             db.execute(

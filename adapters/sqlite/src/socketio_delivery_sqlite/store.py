@@ -48,6 +48,7 @@ from socketio_delivery.kit import (
     Persist,
     RoomFilter,
     check_fetch,
+    check_max_bytes,
     encode_json,
     prepare_persist,
     prepare_session,
@@ -87,14 +88,18 @@ class SQLiteOptions(AdapterOptions):
     survives a crash of the process, the last commits may be lost on power loss;
     ``full``: fsync on every commit). ``max_batch``, ``retention_interval`` and
     ``trim_chunk``: see :class:`~socketio_delivery.kit.AdapterOptions`; the background
-    run also deletes expired sessions and keys.
+    run also deletes expired sessions and keys. ``max_bytes``: most bytes of event payload
+    (UTF-8 JSON text) kept per stream, the oldest events dropped first and the newest always
+    kept (``None``: no limit).
     """
 
     busy_timeout: float = 5.0
     synchronous: str = "normal"
+    max_bytes: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_max_bytes(self.max_bytes)
         if not self.busy_timeout >= 0:
             raise ConfigurationError(f"busy_timeout must be >= 0 seconds, got {self.busy_timeout!r}")
         if not isinstance(self.synchronous, str) or self.synchronous.lower() not in _SYNCHRONOUS:
@@ -328,7 +333,7 @@ class SQLiteEventStore:
         total = 0
         while True:
             dropped, more = await self._call(
-                _ops.trim_chunk, sid, opts.trim_chunk, opts.max_events, opts.max_age
+                _ops.trim_chunk, sid, opts.trim_chunk, opts.max_events, opts.max_age, opts.max_bytes
             )
             total += int(dropped)
             if not more:
