@@ -103,3 +103,11 @@ def test_third_party_store_passes_the_conformance_suite_with_one_subclass(
     summary = out.strip().splitlines()[-1]
     # The acme file store declares DURABLE and MULTI_PROCESS: every test runs (none skips) and passes.
     assert re.fullmatch(r"\d+ passed(, \d+ warnings?)? in [\d.]+s.*", summary), out
+
+
+def test_the_acme_store_is_short_and_the_docs_show_it_as_it_is() -> None:
+    """The example built on the kit stays a complete store in at most 120 lines, shown verbatim."""
+    source = (ACME / "src" / "acme_store" / "store.py").read_text()
+    assert len(source.splitlines()) <= 120
+    docs = (ROOT / "docs" / "writing-an-adapter.md").read_text()
+    assert f"```python\n{source}```" in docs

@@ -5,16 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import pytest
-from socketio_delivery import Event, KeyState, Reservation, register
+from socketio_delivery import (
+    Event,
+    InvalidOffsetError,
+    KeyState,
+    OffsetUnavailableError,
+    Reservation,
+    register,
+)
 from socketio_delivery.memory import MemoryEventStore, _Stream
 from socketio_delivery.registry import unregister
 from socketio_delivery.testing import EventStoreConformance
-from socketio_delivery.validate import check_stream
+from socketio_delivery.validate import check_offset, check_stream
 
 
 class GeneratesThenInserts(MemoryEventStore):
@@ -104,6 +112,43 @@ class IgnoresSaveLease(MemoryEventStore):
         await super().save_session(key, record, ttl)
 
 
+class AcceptsOffsetsAhead(MemoryEventStore):
+    """Answers "nothing new" for an offset past the newest event (a client then skips events)."""
+
+    async def fetch_since(self, stream: str, offset: str | None, **kw: Any) -> list[Event]:
+        s = self._streams.get(stream)
+        if offset is not None and self._seq_of(offset) > (s.last_seq if s else 0):
+            return []
+        return await super().fetch_since(stream, offset, **kw)
+
+
+class MatchesUnanchored(MemoryEventStore):
+    """Parses offsets with ``re.match``: trailing junk is ignored instead of refused."""
+
+    def _seq_of(self, offset: object) -> int:
+        text = check_offset(offset)
+        match = re.match(r"([0-9a-f]{8})-([0-9a-f]{12})", text)
+        if match is None:
+            raise InvalidOffsetError(f"{text!r} is not an offset")
+        if match.group(1) != self.epoch:
+            raise OffsetUnavailableError("another epoch", offset=text)
+        return int(match.group(2), 16)
+
+
+class OverflowsOnHugeCounters(MemoryEventStore):
+    """Reads counters into a signed 64-bit integer as SQLite does: OverflowError past 2**63."""
+
+    def _seq_of(self, offset: object) -> int:
+        text = check_offset(offset)
+        match = re.fullmatch(r"([0-9a-f]{8})-([0-9a-f]{1,40})", text)
+        if match is None:
+            raise InvalidOffsetError(f"{text!r} is not an offset")
+        seq = int(match.group(2), 16)
+        if seq >= 2**63:
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
+        return seq
+
+
 CASES: list[tuple[type[MemoryEventStore], str]] = [
     (GeneratesThenInserts, "test_no_late_arrivals_under_concurrent_writer_tasks"),
     (ClaimsInTwoSteps, "test_concurrent_claims_have_exactly_one_winner"),
@@ -115,6 +160,9 @@ CASES: list[tuple[type[MemoryEventStore], str]] = [
     (ForgetsWhatWasTrimmed, "test_offset_trimmed_by_max_events_is_unavailable"),
     (FiltersRoomsWrongly, "test_rooms_filter_keeps_events_for_everyone_and_for_any_wanted_room"),
     (IgnoresSessionTTL, "test_session_expires_after_its_ttl"),
+    (AcceptsOffsetsAhead, "test_offset_ahead_of_the_stream_is_unavailable"),
+    (MatchesUnanchored, "test_offsets_with_junk_around_them_raise_invalid_offset"),
+    (OverflowsOnHugeCounters, "test_counters_past_63_bits_raise_an_offset_error"),
 ]
 
 _schemes = (f"broken{n}" for n in itertools.count())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from socketio_delivery import ConfigurationError, OffsetUnavailableError, open_store
 from socketio_delivery.memory import MemoryEventStore, MemoryOptions
@@ -21,7 +23,7 @@ def test_keyword_options_override_the_url() -> None:
 
 
 def test_unknown_memory_option_names_the_valid_ones() -> None:
-    with pytest.raises(ConfigurationError, match="max_age, max_events"):
+    with pytest.raises(ConfigurationError, match="max_age, max_bytes, max_events"):
         open_store("memory://", pool_size=3)
 
 
@@ -66,3 +68,24 @@ def test_expired_sessions_and_keys_are_swept() -> None:
             assert len(store._keys) < 1700
 
     run(body())
+
+
+def test_max_bytes_keeps_the_newest_events_within_the_bound() -> None:
+    async def main() -> None:
+        store = open_store("memory://?max_bytes=250&max_events=none&max_age=none")
+        events = [await store.persist("s", "x" * 98) for _ in range(10)]  # 100 bytes of JSON each
+        await store.trim("s")
+        assert [e.offset for e in await store.fetch_since("s", None)] == [e.offset for e in events[8:]]
+        with pytest.raises(OffsetUnavailableError):
+            await store.fetch_since("s", events[0].offset)
+        big = await store.persist("s", "y" * 1000)  # over the bound alone: the newest is kept
+        await store.trim()
+        assert [e.offset for e in await store.fetch_since("s", None)] == [big.offset]
+
+    asyncio.run(main())
+
+
+def test_max_bytes_must_be_a_positive_int() -> None:
+    for bad in ("0", "-5", "lots"):
+        with pytest.raises(ConfigurationError):
+            open_store(f"memory://?max_bytes={bad}")

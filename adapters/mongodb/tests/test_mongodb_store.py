@@ -511,10 +511,17 @@ async def test_operations_after_close_raise_store_unavailable(opener: Opener) ->
     store = opener()
     await store.open()
     await store.close()
-    with pytest.raises(StoreUnavailableError):
-        await store.persist("s", 1)
-    with pytest.raises(StoreUnavailableError):
-        await store.fetch_since("s", None)
+    calls = [
+        store.persist("s", 1),
+        store.fetch_since("s", None),
+        store.last_offset("s"),
+        store.save_session("k", {}, 10),
+        store.claim_session("k"),
+        store.reserve_key("k", 10),
+    ]
+    for call in calls:
+        with pytest.raises(StoreUnavailableError):
+            await call
 
 
 @pytest.mark.mongodb
@@ -565,3 +572,18 @@ def test_check_command_works_against_the_server(mongo_url: str) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK" in done.stdout
+
+
+async def test_calls_are_bounded_by_default_and_the_url_wins() -> None:
+    """Every call ends within 5 s by default (select a server, connect, each socket read)."""
+    for url, bound in (
+        ("mongodb://127.0.0.1:1/x", 5.0),
+        ("mongodb://127.0.0.1:1/x?socketTimeoutMS=800", 0.8),
+    ):
+        _, client = MongoEventStore(url)._resolve()
+        try:
+            assert client.options.server_selection_timeout == 5.0
+            assert client.options.pool_options.connect_timeout == 5.0
+            assert client.options.pool_options.socket_timeout == bound
+        finally:
+            await client.close()

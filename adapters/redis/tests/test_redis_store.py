@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -211,6 +213,48 @@ async def test_server_down_raises_unavailable_and_nothing_persisted_is_lost(
     assert_same_events(await read_all(store, "/"), events)
     later = await store.persist("/", "back")
     assert_same_events(await store.fetch_since("/", events[-1].offset), [later])
+
+
+def test_calls_are_bounded_by_default() -> None:
+    store = RedisEventStore.from_url("redis://localhost/0")
+    client = store._make_client()
+    kwargs = client.connection_pool.connection_kwargs
+    assert kwargs["socket_timeout"] == kwargs["socket_connect_timeout"] == 5.0
+    own = RedisEventStore.from_url("redis://localhost/0?socket_timeout=2")._make_client()
+    assert own.connection_pool.connection_kwargs["socket_timeout"] == 2.0  # the URL wins
+
+
+async def test_a_paused_server_makes_calls_fail_within_the_timeout(
+    redis_server_factory: Callable[..., RedisServer],
+) -> None:
+    """SIGSTOP: connections are accepted, nothing answers. Each call ends within socket_timeout."""
+    server = redis_server_factory(persistent=False)
+    store = RedisEventStore.from_url(f"{server.url}?socket_timeout=1&prefix={prefix()}")
+    await store.open()
+    try:
+        before = await store.persist("/", "before")
+        await store.save_session("pid", {"sid": "x"}, 60)
+        assert server.process is not None
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            calls = {
+                "persist": lambda: store.persist("/", "while paused"),
+                "fetch_since": lambda: store.fetch_since("/", None),
+                "claim_session": lambda: store.claim_session("pid"),
+            }
+            for name, call in calls.items():
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailableError):
+                    await asyncio.wait_for(call(), 10)
+                took = time.monotonic() - started
+                assert took < 1 + 1.5, f"{name} took {took:.1f}s with socket_timeout=1"
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        events = await read_all(store, "/")
+        assert events[0] == before
+        assert await store.claim_session("pid") in ({"sid": "x"}, None)  # the paused claim may have run
+    finally:
+        await store.close()
 
 
 async def test_open_against_a_dead_server_is_unavailable(server: RedisServer) -> None:

@@ -25,6 +25,7 @@ from socketio_delivery.errors import (
     StoreError,
     StoreUnavailableError,
 )
+from socketio_delivery.kit import decode_json, encode_json
 from socketio_delivery.testing import (
     assert_json_equal,
     assert_same_events,
@@ -33,7 +34,6 @@ from socketio_delivery.testing import (
     run_workers,
 )
 from socketio_delivery_sqlite import SQLiteEventStore, SQLiteOptions, _sql
-from socketio_delivery_sqlite import store as store_module
 
 Opener = Callable[..., SQLiteEventStore]
 
@@ -91,6 +91,7 @@ def test_open_store_finds_the_adapter_through_its_entry_point() -> None:
         ("sqlite:///e.db", {"max_batch": 0}),
         ("sqlite:///e.db", {"retention_interval": 0}),
         ("sqlite:///e.db", {"trim_chunk": 0}),
+        ("sqlite:///e.db", {"max_bytes": 0}),
         ("sqlite:///e.db?max_batch=many", {}),
     ],
 )
@@ -100,7 +101,7 @@ def test_bad_urls_and_options_raise_configuration_error(url: str, options: dict[
 
 
 VALID_SQLITE_OPTIONS = (
-    "busy_timeout, max_age, max_batch, max_events, retention_interval, synchronous, trim_chunk"
+    "busy_timeout, max_age, max_batch, max_bytes, max_events, retention_interval, synchronous, trim_chunk"
 )
 
 
@@ -184,25 +185,45 @@ async def test_mixed_writes_in_one_batch_each_get_their_answer(opener: Opener) -
     assert results[2].state.value == "acquired"
 
 
-async def test_a_batch_of_persists_is_one_trip_to_the_connection_thread(
-    opener: Opener, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_batch_of_persists_is_one_trip_to_the_connection_thread(opener: Opener) -> None:
     store = opener()
     await store.open()
-    conn = store._conn
-    assert conn is not None
-    trips = 0
-    execute = conn._execute
-
-    async def counting(*args: Any, **kwargs: Any) -> Any:
-        nonlocal trips
-        trips += 1
-        return await execute(*args, **kwargs)
-
-    monkeypatch.setattr(conn, "_execute", counting)
-    commits = store.commits
+    trips, commits = store._thread.trips, store.commits
     await asyncio.gather(*(store.persist("s", {"i": i}, rooms=["r"]) for i in range(200)))
-    assert trips == store.commits - commits  # BEGIN, counters, rows and COMMIT in one trip
+    assert store._thread.trips - trips == store.commits - commits  # BEGIN, rows, COMMIT: one trip
+
+
+async def test_mixed_writes_of_a_batch_are_one_trip_too(opener: Opener) -> None:
+    store = opener()
+    await store.open()
+    trips, commits = store._thread.trips, store.commits
+    await asyncio.gather(
+        *(store.persist("s", i) for i in range(50)),
+        *(store.save_session(f"k{i}", {"i": i}, 30) for i in range(50)),
+        *(store.reserve_key(f"op{i}", 30) for i in range(50)),
+    )
+    assert store._thread.trips - trips == store.commits - commits
+
+
+async def test_retention_goes_on_after_an_unexpected_exception(opener: Opener) -> None:
+    """The background run used to catch StoreError only: any other exception ended it silently."""
+    store = opener(retention_interval=0.02)
+    calls = 0
+
+    async def flaky_trim(stream: str | None = None) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("unexpected")
+        return 0
+
+    store.trim = flaky_trim  # type: ignore[method-assign]
+    await store.open()
+    for _ in range(200):
+        if calls >= 3:
+            break
+        await asyncio.sleep(0.02)
+    assert calls >= 3, "retention stopped after the first exception"
 
 
 async def test_rows_on_disk_hold_compact_json_of_each_event(opener: Opener, tmp_path: Path) -> None:
@@ -254,9 +275,9 @@ async def test_rows_on_disk_hold_compact_json_of_each_event(opener: Opener, tmp_
 @settings(max_examples=300, deadline=None)
 @given(json_values | st.tuples(st.floats(), st.text()))
 def test_event_json_is_the_json_module_s(value: Any) -> None:
-    text = store_module._encode(value)
+    text = encode_json(value)
     assert text == json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    assert_json_equal(store_module._SCAN(text, 0)[0], json.loads(text))
+    assert_json_equal(decode_json(text), json.loads(text))
 
 
 async def test_circular_event_data_is_refused(opener: Opener) -> None:
@@ -370,6 +391,24 @@ async def test_write_lock_held_elsewhere_fails_the_whole_batch_and_loses_nothing
     assert_same_events(await read_all(store, "s"), [kept, after])
 
 
+async def test_writes_fail_within_busy_timeout_while_another_process_holds_the_lock(
+    opener: Opener, tmp_path: Path
+) -> None:
+    path = tmp_path / "bounded.db"
+    store = opener(path, busy_timeout=0.3)
+    await store.open()
+    raw = sqlite3.connect(path, isolation_level=None)
+    try:
+        raw.execute("BEGIN IMMEDIATE")
+        for call in (lambda: store.persist("s", 1), lambda: store.claim_session("pid")):
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailableError):
+                await asyncio.wait_for(call(), 10)
+            assert time.monotonic() - started < 0.3 + 1.5
+    finally:
+        raw.close()
+
+
 async def test_unopenable_path_raises_store_unavailable(tmp_path: Path) -> None:
     for path in (tmp_path / "missing-dir" / "e.db", tmp_path):
         store = SQLiteEventStore.from_url(f"sqlite:///{path}")
@@ -439,6 +478,23 @@ async def test_trim_deletes_in_chunks_and_drops_room_rows(opener: Opener, tmp_pa
         assert raw.execute("SELECT count(*) FROM sio_event_rooms").fetchone()[0] == 3 * 2  # 95, 97, 99
     with pytest.raises(OffsetUnavailableError):
         await store.fetch_since("s", events[50].offset)
+
+
+async def test_max_bytes_keeps_the_newest_payloads_within_the_bound(opener: Opener, tmp_path: Path) -> None:
+    path = tmp_path / "bytes.db"
+    store = opener(path, max_bytes=250, max_events=None, max_age=None, retention_interval=None, trim_chunk=3)
+    await store.open()
+    events = [await store.persist("s", "é" * 49, rooms=["r"]) for _ in range(10)]  # 100 bytes each
+    assert await store.trim("s") == 8
+    assert_same_events(await read_all(store, "s"), events[8:])
+    assert_same_events(await read_all(store, "s", rooms=["r"]), events[8:])
+    with pytest.raises(OffsetUnavailableError):
+        await store.fetch_since("s", events[0].offset)
+    big = await store.persist("s", "y" * 1000)  # over the bound alone: the newest stays
+    await store.trim()
+    assert_same_events(await read_all(store, "s"), [big])
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT count(*) FROM sio_event_rooms").fetchone()[0] == 0
 
 
 async def test_retention_runs_in_the_background(opener: Opener) -> None:

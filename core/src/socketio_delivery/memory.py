@@ -9,49 +9,57 @@ from __future__ import annotations
 
 import bisect
 import json
-import re
-import secrets
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from .config import StoreOptions, build_options, parse_url
-from .errors import (
-    EpochChangedError,
-    InvalidArgumentError,
-    InvalidOffsetError,
-    OffsetUnavailableError,
-    SessionBusyError,
-)
+from .errors import InvalidArgumentError, OffsetUnavailableError, SessionBusyError
+from .kit import OffsetCodec, RoomFilter, check_max_bytes
 from .store import DEFAULT_PAGE_SIZE, Capability, Event, KeyState, Reservation, new_id
-from .validate import check_key, check_limit, check_offset, check_rooms, check_stream, check_ttl
+from .validate import check_key, check_limit, check_rooms, check_stream, check_ttl
 
 __all__ = ["MemoryEventStore", "MemoryOptions"]
 
-_OFFSET = re.compile(r"([0-9a-f]{8})-([0-9a-f]{12})")
+#: ``<epoch>-<12 hex digits>``: offsets are never stored, so the width is this store's own.
+_CODEC = OffsetCodec("memory", (12,))
 _SWEEP_EVERY = 1024
 
 
 @dataclass(frozen=True)
 class MemoryOptions(StoreOptions):
+    """``max_bytes``: most bytes of event payload (its JSON text) kept per stream; retention
+    drops the oldest events first and always keeps the newest one (``None``: no limit)."""
+
     max_events: int | None = 100_000
+    max_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_max_bytes(self.max_bytes)
 
 
 @dataclass
 class _Stream:
     seqs: list[int] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
+    sizes: list[int] = field(default_factory=list)  # bytes of each event's JSON payload
+    held_bytes: int = 0  # of the retained events (kept only with max_bytes)
     start: int = 0  # index of the oldest retained event in seqs/events
     last_seq: int = 0
     trimmed_upto: int = 0  # seq of the newest trimmed event
 
 
-def _json_copy(value: Any, what: str) -> Any:
+def _json_text(value: Any, what: str) -> str:
     try:
-        return json.loads(json.dumps(value))
+        return json.dumps(value)
     except (TypeError, ValueError) as exc:
         raise InvalidArgumentError(f"{what} must be a JSON value: {exc}") from exc
+
+
+def _json_copy(value: Any, what: str) -> Any:
+    return json.loads(_json_text(value, what))
 
 
 class MemoryEventStore:
@@ -61,7 +69,7 @@ class MemoryEventStore:
 
     def __init__(self, options: MemoryOptions | None = None) -> None:
         self.options = options or MemoryOptions()
-        self.epoch = secrets.token_hex(4)
+        self.epoch = _CODEC.new_epoch()
         self._streams: dict[str, _Stream] = {}
         self._sessions: dict[str, tuple[float, dict[str, Any]]] = {}
         #: session key -> monotonic time its lease runs out
@@ -84,45 +92,33 @@ class MemoryEventStore:
 
     # -- events -------------------------------------------------------------------
     def _offset(self, seq: int) -> str:
-        return f"{self.epoch}-{seq:012x}"
+        return _CODEC.format(self.epoch, seq)
 
     def _seq_of(self, offset: object) -> int:
-        text = check_offset(offset)
-        match = _OFFSET.fullmatch(text)
-        if match is None:
-            raise InvalidOffsetError(f"{text[:40]!r} is not an offset of the memory store")
-        if match.group(1) != self.epoch:
-            raise EpochChangedError(f"offset {text!r} is from another epoch of this store", offset=text)
-        return int(match.group(2), 16)
+        (seq,) = _CODEC.position(offset, self.epoch)
+        return seq
 
     async def persist(
-        self,
-        stream: str,
-        data: Any,
-        *,
-        rooms: Collection[str] = (),
-        exclude: Collection[str] = (),
+        self, stream: str, data: Any, *, rooms: Collection[str] = (), exclude: Collection[str] = ()
     ) -> Event:
         check_stream(stream)
         event_rooms = check_rooms(rooms)
         event_exclude = check_rooms(exclude, "exclude")
-        copied = _json_copy(data, "event data")
+        text = _json_text(data, "event data")
+        copied = json.loads(text)
         s = self._streams.setdefault(stream, _Stream())
         s.last_seq += 1
         event = Event(self._offset(s.last_seq), copied, event_rooms, event_exclude, time.time())
         s.seqs.append(s.last_seq)
         s.events.append(event)
+        s.sizes.append(len(text))  # json.dumps is ASCII: characters are bytes
+        s.held_bytes += len(text)
         self._apply_retention(s, event.timestamp)
         self._tick()
         return event
 
     async def fetch_since(
-        self,
-        stream: str,
-        offset: str | None,
-        *,
-        rooms: Collection[str] | None = None,
-        limit: int = DEFAULT_PAGE_SIZE,
+        self, stream: str, offset: str | None, *, rooms: RoomFilter = None, limit: int = DEFAULT_PAGE_SIZE
     ) -> list[Event]:
         check_stream(stream)
         check_limit(limit)
@@ -134,11 +130,8 @@ class MemoryEventStore:
                 raise OffsetUnavailableError(f"offset {offset!r} is not held by this store", offset=offset)
             return []
         self._apply_retention(s, time.time())
-        if offset is not None and (seq < s.trimmed_upto or seq > s.last_seq):
-            raise OffsetUnavailableError(
-                f"events after offset {offset!r} are no longer held (retention) or it is unknown",
-                offset=offset,
-            )
+        if offset is not None:
+            _CODEC.check(offset, (seq,), first=(s.trimmed_upto,), last=(s.last_seq,))
         out: list[Event] = []
         i = bisect.bisect_right(s.seqs, seq, lo=s.start)
         events = s.events
@@ -171,15 +164,28 @@ class MemoryEventStore:
             cutoff = now - max_age
             while drop_to < len(s.events) and s.events[drop_to].timestamp < cutoff:
                 drop_to += 1
+        if self.options.max_bytes is not None:
+            drop_to = self._over_bytes(s, drop_to, self.options.max_bytes)
         dropped = drop_to - s.start
         if dropped:
+            s.held_bytes -= sum(s.sizes[s.start : drop_to])
             s.trimmed_upto = s.seqs[drop_to - 1]
             s.start = drop_to
             if s.start > 1024 and s.start * 2 > len(s.seqs):
                 del s.seqs[: s.start]
                 del s.events[: s.start]
+                del s.sizes[: s.start]
                 s.start = 0
         return dropped
+
+    @staticmethod
+    def _over_bytes(s: _Stream, drop_to: int, max_bytes: int) -> int:
+        """Where to drop to so that the retained payloads hold at most ``max_bytes`` (newest kept)."""
+        held = s.held_bytes - sum(s.sizes[s.start : drop_to])
+        while held > max_bytes and drop_to < len(s.sizes) - 1:
+            held -= s.sizes[drop_to]
+            drop_to += 1
+        return drop_to
 
     # -- sessions -------------------------------------------------------------------
     async def save_session(
@@ -206,8 +212,11 @@ class MemoryEventStore:
             self._sessions.pop(key, None)
             self._leases.pop(key, None)
             return None
-        if self._leases.get(key, 0.0) > now:
-            raise SessionBusyError("the session is being recovered by another connection")
+        leased = self._leases.get(key, 0.0)
+        if leased > now:
+            raise SessionBusyError(
+                "the session is being recovered by another connection", retry_after=leased - now
+            )
         if until is None:
             del self._sessions[key]
             self._leases.pop(key, None)

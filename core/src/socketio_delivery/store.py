@@ -28,6 +28,19 @@ characters, that orders the event within its stream.
   deployment) raises :class:`~socketio_delivery.errors.OffsetUnavailableError`,
   as does an offset after which events were trimmed by retention. "Nothing new"
   is an empty list, never an error.
+* **Offsets are checked whole.** An offset is parsed with an anchored pattern:
+  leading or trailing junk (``"<offset>\n"``, ``"<offset>x"``, ``" <offset>"``)
+  raises :class:`~socketio_delivery.errors.InvalidOffsetError`, never resumes
+  from the part that matched. Counters in offsets are at most ``2**63 - 1`` (a
+  signed 64-bit integer); an offset carrying a larger one (2**63, 2**64, ...)
+  raises ``InvalidOffsetError`` or ``OffsetUnavailableError`` (the kit's codec:
+  ``InvalidOffsetError``), never ``OverflowError`` or any other exception.
+* **An offset ahead of the stream is unavailable.** A well-formed offset of the
+  current epoch past the newest event of the stream (one this store never
+  returned for it: a forged offset, or one from before a failover that lost
+  writes) raises ``OffsetUnavailableError``. Accepting it (returning ``[]``)
+  would make the client skip every event persisted up to that offset.
+  :class:`socketio_delivery.kit.OffsetCodec` does all of this in one place.
 * Retention drops the oldest events of a stream: those older than ``max_age``
   seconds and those beyond the newest ``max_events``. It runs by itself and on
   demand with :meth:`~EventStore.trim`.
@@ -206,9 +219,10 @@ class EventStore(Protocol):
         (more) is there.
 
         Raises :class:`~socketio_delivery.errors.InvalidOffsetError` for an offset
-        that is not well formed and
+        that is not well formed (matched whole; counters above ``2**63 - 1``) and
         :class:`~socketio_delivery.errors.OffsetUnavailableError` when events after
-        ``offset`` were trimmed or ``offset`` is from another epoch.
+        ``offset`` were trimmed, ``offset`` is from another epoch, or it is ahead of
+        the newest event of ``stream``.
         """
 
     async def last_offset(self, stream: str) -> str:

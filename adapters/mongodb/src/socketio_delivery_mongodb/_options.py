@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from socketio_delivery.config import StoreOptions, build_options, parse_url, redact
+from socketio_delivery.config import build_options, parse_url, redact
 from socketio_delivery.errors import ConfigurationError
+from socketio_delivery.kit import AdapterOptions
 
 __all__ = ["DEFAULT_DATABASE", "MongoOptions", "MongoTarget", "read_url"]
 
@@ -21,24 +22,19 @@ _PREFIX = re.compile(r"[A-Za-z0-9_]{0,40}")
 
 
 @dataclass(frozen=True)
-class MongoOptions(StoreOptions):
+class MongoOptions(AdapterOptions):
     """Options of the MongoDB store (URL query string or keyword options).
 
     ``prefix``: start of the collection names (``sio_`` -> ``sio_events``,
     ``sio_streams``, ``sio_sessions``, ``sio_keys``), so several deployments or
     an application's own collections can share one database.
-    ``max_batch``: most events one group-committed ``insert_many`` holds.
-    ``retention_interval``: seconds between background retention runs (``None``:
-    only :meth:`~MongoEventStore.trim`). ``trim_chunk``: most events one retention
-    step drops. ``purge_delay``: seconds trimmed events stay in the collection
-    (invisible) before they are deleted; it must exceed any stall of a writer or
+    ``max_batch``, ``retention_interval``, ``trim_chunk``: see
+    :class:`~socketio_delivery.kit.AdapterOptions`. ``purge_delay``: seconds trimmed
+    events stay in the collection (invisible) before they are deleted; it must exceed any stall of a writer or
     reader (see the adapter docs: it is what makes offsets never reused).
     """
 
     prefix: str = "sio_"
-    max_batch: int = 1000
-    retention_interval: float | None = 30.0
-    trim_chunk: int = 10_000
     purge_delay: float = 60.0
 
     def __post_init__(self) -> None:
@@ -47,14 +43,6 @@ class MongoOptions(StoreOptions):
             raise ConfigurationError(
                 f"prefix must be at most 40 letters, digits or underscores, got {self.prefix!r}"
             )
-        if not self.max_batch >= 1:
-            raise ConfigurationError(f"max_batch must be >= 1, got {self.max_batch!r}")
-        if self.retention_interval is not None and not self.retention_interval > 0:
-            raise ConfigurationError(
-                f"retention_interval must be > 0 seconds or None, got {self.retention_interval!r}"
-            )
-        if not self.trim_chunk >= 1:
-            raise ConfigurationError(f"trim_chunk must be >= 1, got {self.trim_chunk!r}")
         if not self.purge_delay >= 0:
             raise ConfigurationError(f"purge_delay must be >= 0 seconds, got {self.purge_delay!r}")
 

@@ -29,43 +29,30 @@ import json
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
+from socketio_delivery import kit
 from socketio_delivery.errors import (
     ConfigurationError,
-    InvalidArgumentError,
     SessionBusyError,
     StoreError,
     StoreUnavailableError,
 )
 from socketio_delivery.store import DEFAULT_PAGE_SIZE, Capability, Event, KeyState, Reservation, new_id
-from socketio_delivery.validate import check_key, check_limit, check_rooms, check_stream, check_ttl
+from socketio_delivery.validate import check_key, check_stream, check_ttl
 
-from ._codec import (
-    DRIVER_ERRORS,
-    EVENT_FIELDS,
-    dumps,
-    expiry,
-    make_offset,
-    new_epoch,
-    read_offset,
-    store_error,
-    to_event,
-    unavailable,
-)
+from ._codec import CODEC, DRIVER_ERRORS, EVENT_FIELDS, MONGO, epoch_changed, expiry, to_event, unavailable
 from ._options import DEFAULT_DATABASE, MongoOptions, read_url
 
 __all__ = ["MongoEventStore", "MongoOptions"]
 
 log = logging.getLogger("socketio_delivery_mongodb")
 
-_SCALARS = (str, int, float, bool, type(None))
 #: How long past ``max_age`` (plus ``purge_delay``) the TTL index deletes an event that no
 #: retention run has trimmed (a backstop: every open store trims every ``retention_interval``).
 TTL_BACKSTOP = 3600.0
@@ -77,18 +64,9 @@ _UPSERT_ATTEMPTS = 5
 _CLAIM_ATTEMPTS = 5
 #: Server error code of a hint naming no index (the collection was dropped with its indexes).
 _BAD_HINT = 2
-#: Default for ``serverSelectionTimeoutMS`` when the URL sets none (PyMongo's is 30 s).
-_SELECTION_TIMEOUT_MS = 10_000
-
-
-@dataclass(slots=True)
-class _Persist:
-    stream: str
-    data: Any
-    text: str
-    rooms: tuple[str, ...]
-    exclude: tuple[str, ...]
-    future: asyncio.Future[Event] = field(repr=False)
+#: Bounds of every call when the URL sets none (PyMongo's: 30 s to select a server, 20 s
+#: to connect, no socket timeout at all): past them a call raises StoreUnavailableError.
+DEFAULT_TIMEOUTS_MS = {"serverSelectionTimeoutMS": 5000, "connectTimeoutMS": 5000, "socketTimeoutMS": 5000}
 
 
 @dataclass(slots=True)
@@ -174,11 +152,10 @@ class MongoEventStore:
         self._db: Any = None
         self._open = False
         self._open_lock = asyncio.Lock()
-        self._queue: deque[_Persist] = deque()
-        self._wakeup = asyncio.Event()
-        self._retention_due = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
-        self._maintenance: asyncio.Task[None] | None = None
+        self._writer: kit.GroupCommitWriter[kit.Persist] = kit.GroupCommitWriter(
+            self._write_batch, max_batch=options.max_batch, driver=MONGO, doing="persist"
+        )
+        self._retention = kit.MaintenanceLoop(self.trim, interval=options.retention_interval, logger=log)
         self._next: dict[str, _Next] = {}
 
     @classmethod
@@ -211,22 +188,20 @@ class MongoEventStore:
                 return
             db, owned = self._resolve()
             try:
-                await db.command("ping")
-                await self._create_indexes(db)
-            except DRIVER_ERRORS as exc:
+                with kit.wrap_driver_errors(MONGO, f"opening database {db.name!r}"):
+                    await db.command("ping")
+                    await self._create_indexes(db)
+            except BaseException:
                 if owned is not None:
                     with contextlib.suppress(Exception):
                         await owned.close()
-                raise store_error(exc, f"opening database {db.name!r}") from exc
+                raise
             self._client, self._db = owned, db
             self._database_name = db.name
             self._open = True
             self._next.clear()
-            self._wakeup = asyncio.Event()
-            self._retention_due = asyncio.Event()
-            self._writer = asyncio.create_task(self._write_loop(), name=f"{self!r} writer")
-            if self.options.retention_interval is not None:
-                self._maintenance = asyncio.create_task(self._maintain(), name=f"{self!r} retention")
+            self._writer.start(f"{self!r} writer")
+            self._retention.start(f"{self!r} retention")
 
     def _resolve(self) -> tuple[Any, Any]:
         """``(database, client this store owns or None)``."""
@@ -234,9 +209,7 @@ class MongoEventStore:
             from pymongo import AsyncMongoClient
 
             named = {key.lower() for key, _ in parse_qsl(self._uri.partition("?")[2])}
-            kwargs: dict[str, Any] = {}
-            if "serverselectiontimeoutms" not in named:
-                kwargs["serverSelectionTimeoutMS"] = _SELECTION_TIMEOUT_MS
+            kwargs: dict[str, Any] = {k: v for k, v in DEFAULT_TIMEOUTS_MS.items() if k.lower() not in named}
             if not named & {"journal", "w", "wtimeoutms"}:
                 kwargs["journal"] = True  # acknowledged = journaled: survives a crash of the server
             client: Any = AsyncMongoClient(self._uri, **kwargs)
@@ -279,20 +252,12 @@ class MongoEventStore:
             if not self._open:
                 return
             self._open = False
-            if self._maintenance is not None:
-                self._maintenance.cancel()
-                await asyncio.gather(self._maintenance, return_exceptions=True)
-                self._maintenance = None
-            self._wakeup.set()
-            if self._writer is not None:
-                await asyncio.gather(self._writer, return_exceptions=True)
-                self._writer = None
+            await self._retention.stop()
+            await self._writer.stop()
             client, self._client, self._db = self._client, None, None
             if client is not None:
-                try:
+                with kit.wrap_driver_errors(MONGO, "close"):
                     await client.close()
-                except DRIVER_ERRORS as exc:
-                    raise store_error(exc, "close") from exc
 
     def _check_open(self) -> None:
         if not self._open:
@@ -303,56 +268,21 @@ class MongoEventStore:
 
     # -- persist: group commit -----------------------------------------------------------
     async def persist(
-        self,
-        stream: str,
-        data: Any,
-        *,
-        rooms: Collection[str] = (),
-        exclude: Collection[str] = (),
+        self, stream: str, data: Any, *, rooms: Collection[str] = (), exclude: Collection[str] = ()
     ) -> Event:
-        check_stream(stream)
-        event_rooms = () if rooms == () else tuple(dict.fromkeys(check_rooms(rooms)))
-        event_exclude = () if exclude == () else check_rooms(exclude, "exclude")
-        text = dumps(data, "event data")
+        op = kit.prepare_persist(stream, data, rooms, exclude)
+        op.rooms = tuple(dict.fromkeys(op.rooms))
         self._check_open()
-        copy = data if type(data) in _SCALARS else json.loads(text)
-        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Persist(stream, copy, text, event_rooms, event_exclude, future))
-        self._wakeup.set()
-        return await future
+        return await self._writer.submit(op)  # type: ignore[no-any-return]
 
-    async def _write_loop(self) -> None:
-        queue = self._queue
-        while True:
-            if not queue:
-                if not self._open:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch = [queue.popleft() for _ in range(min(len(queue), self.options.max_batch))]
-            by_stream: dict[str, list[_Persist]] = {}
-            for op in batch:
-                by_stream.setdefault(op.stream, []).append(op)
-            try:
-                await asyncio.gather(*(self._write_stream(s, ops) for s, ops in by_stream.items()))
-            except Exception as exc:  # a bug, not the server: fail this batch, keep writing
-                log.exception("%r: persist batch failed", self)
-                error = StoreError(f"{self!r}: persist failed: {type(exc).__name__}: {exc}")
-                error.__cause__ = exc
-                for op in batch:
-                    if not op.future.done():
-                        op.future.set_exception(error)
-            except BaseException as exc:  # cancelled (loop shutdown): nobody waits forever
-                error = StoreUnavailableError(f"{self!r} writer stopped")
-                error.__cause__ = exc
-                for op in [*batch, *queue]:
-                    if not op.future.done():
-                        op.future.set_exception(error)
-                queue.clear()
-                raise
+    async def _write_batch(self, batch: list[kit.Persist]) -> None:
+        """The kit's writer calls this with up to ``max_batch`` queued persists."""
+        by_stream: dict[str, list[kit.Persist]] = {}
+        for op in batch:
+            by_stream.setdefault(op.stream, []).append(op)
+        await asyncio.gather(*(self._write_stream(s, ops) for s, ops in by_stream.items()))
 
-    async def _write_stream(self, stream: str, ops: list[_Persist]) -> None:
+    async def _write_stream(self, stream: str, ops: list[kit.Persist]) -> None:
         """Insert ``ops`` at the stream's next sequence numbers; answer each op."""
         pending = ops
         conflicts = 0
@@ -362,7 +292,7 @@ class MongoEventStore:
                 written, pending = await self._insert(stream, state, pending)
             except _WRITE_ERRORS as exc:
                 self._next.pop(stream, None)
-                error = store_error(exc, "persist")
+                error = MONGO.error(exc, "persist")
                 for op in pending:
                     if not op.future.done():
                         op.future.set_exception(error)
@@ -404,7 +334,7 @@ class MongoEventStore:
         database loses its indexes too): the indexes are made again.
         """
         token = new_id()
-        fresh = {"e": new_epoch(), "h": 0, "f": 0, "df": 0, "pf": 0, "pt": 0.0, "c": token}
+        fresh = {"e": CODEC.new_epoch(), "h": 0, "f": 0, "df": 0, "pf": 0, "pt": 0.0, "c": token}
         taken = {key for op in update.values() for key in op}
         update = {**update, "$setOnInsert": {k: v for k, v in fresh.items() if k not in taken}}
         for attempt in range(_UPSERT_ATTEMPTS):
@@ -427,7 +357,9 @@ class MongoEventStore:
             return doc
         raise StoreError(f"{self!r}: the document of stream {stream!r} could not be read back")
 
-    async def _insert(self, stream: str, state: _Next, ops: list[_Persist]) -> tuple[int, list[_Persist]]:
+    async def _insert(
+        self, stream: str, state: _Next, ops: list[kit.Persist]
+    ) -> tuple[int, list[kit.Persist]]:
         """One ``insert_many`` at ``state.seq``; returns (how many went in, ops still to write)."""
         first = state.seq
         now = time.time()
@@ -462,7 +394,7 @@ class MongoEventStore:
         self._next.pop(stream, None)
         rest = ops[written:]
         if failure is not None and rest:
-            error = store_error(failure, "persist")
+            error = MONGO.error(failure, "persist")
             rest[0].future.set_exception(error)
             rest = rest[1:]
         if written:
@@ -470,7 +402,7 @@ class MongoEventStore:
         return written, rest
 
     async def _publish(
-        self, stream: str, state: _Next, ops: list[_Persist], docs: list[dict[str, Any]], now: float
+        self, stream: str, state: _Next, ops: list[kit.Persist], docs: list[dict[str, Any]], now: float
     ) -> None:
         """Raise the stream's visible head over the inserted events, then answer their callers."""
         last = int(docs[-1]["q"])
@@ -490,28 +422,21 @@ class MongoEventStore:
             self._next[stream] = _Next(last + 1, epoch, since)
         max_events = self.options.max_events
         if max_events is not None and int(doc["h"]) - floor > max_events + max(100, max_events // 10):
-            self._retention_due.set()
+            self._retention.due()
         for op, d in zip(ops, docs, strict=True):
             if not op.future.done():
                 op.future.set_result(
-                    Event(make_offset(epoch, int(d["q"])), op.data, op.rooms, op.exclude, now)
+                    Event(CODEC.format(epoch, int(d["q"])), op.data, op.rooms, op.exclude, now)
                 )
 
     # -- reading ---------------------------------------------------------------------------
     async def fetch_since(
-        self,
-        stream: str,
-        offset: str | None,
-        *,
-        rooms: Collection[str] | None = None,
-        limit: int = DEFAULT_PAGE_SIZE,
+        self, stream: str, offset: str | None, *, rooms: kit.RoomFilter = None, limit: int = DEFAULT_PAGE_SIZE
     ) -> list[Event]:
-        check_stream(stream)
-        check_limit(limit)
-        wanted = None if rooms is None else list(dict.fromkeys(check_rooms(rooms)))
-        epoch, after = (None, 0) if offset is None else read_offset(offset)
+        wanted = kit.check_fetch(stream, rooms, limit)
+        epoch, (after,) = (None, (0,)) if offset is None else CODEC.parse(offset)
         self._check_open()
-        try:
+        with kit.wrap_driver_errors(MONGO, "fetch_since"):
             try:
                 return await self._fetch(stream, offset, epoch, after, wanted, limit)
             except OperationFailure as exc:
@@ -519,8 +444,6 @@ class MongoEventStore:
                     raise
                 await self._create_indexes(self._db)  # the collection was dropped: make them again
                 return await self._fetch(stream, offset, epoch, after, wanted, limit)
-        except DRIVER_ERRORS as exc:
-            raise store_error(exc, "fetch_since") from exc
 
     async def _fetch(
         self,
@@ -535,16 +458,13 @@ class MongoEventStore:
         doc = await self._collection("streams").find_one({"_id": stream}, {"e": 1, "h": 1, "f": 1})
         if doc is None:
             if offset is not None:
-                raise unavailable(offset, "this store holds no such stream (another database, or wiped)")
+                raise epoch_changed(offset, "this store holds no such stream (another database, or wiped)")
             return []
         head, floor = int(doc["h"]), int(doc["f"])
         if offset is not None:
             if epoch != doc["e"]:
-                raise unavailable(offset, "it is from another epoch (the data was wiped, or another store)")
-            if after < floor:
-                raise unavailable(offset, "events after it were trimmed by retention")
-            if after > head:
-                raise unavailable(offset, "it is beyond the newest event of the stream")
+                raise epoch_changed(offset, "it is from another epoch (the data was wiped, or another store)")
+            CODEC.check(offset, (after,), first=(floor,), last=(head,))
         low = max(after, floor)
         if low >= head:
             return []
@@ -578,13 +498,11 @@ class MongoEventStore:
     async def last_offset(self, stream: str) -> str:
         check_stream(stream)
         self._check_open()
-        try:
+        with kit.wrap_driver_errors(MONGO, "last_offset"):
             doc = await self._collection("streams").find_one({"_id": stream}, {"e": 1, "h": 1})
             if doc is None:
                 doc = await self._stream_doc(stream)  # fixes the epoch of the empty stream
-        except DRIVER_ERRORS as exc:
-            raise store_error(exc, "last_offset") from exc
-        return make_offset(str(doc["e"]), int(doc["h"]))
+        return CODEC.format(str(doc["e"]), int(doc["h"]))
 
     # -- retention --------------------------------------------------------------------------
     async def trim(self, stream: str | None = None) -> int:
@@ -596,15 +514,13 @@ class MongoEventStore:
         if stream is not None:
             check_stream(stream)
         self._check_open()
-        try:
+        with kit.wrap_driver_errors(MONGO, "trim"):
             if stream is not None:
                 return await self._trim_stream(stream)
             total = 0
             async for doc in self._collection("streams").find({}, {"_id": 1}):
                 total += await self._trim_stream(str(doc["_id"]))
             return total
-        except DRIVER_ERRORS as exc:
-            raise store_error(exc, "trim") from exc
 
     async def _trim_stream(self, stream: str) -> int:
         streams, events = self._collection("streams"), self._collection("events")
@@ -664,18 +580,6 @@ class MongoEventStore:
         )
         return {**doc, **update} if done.modified_count else dict(doc)
 
-    async def _maintain(self) -> None:
-        interval = self.options.retention_interval
-        assert interval is not None
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._retention_due.wait(), interval)
-            self._retention_due.clear()
-            try:
-                await self.trim()
-            except Exception as exc:  # never let the background task die
-                log.warning("%r: retention failed: %s", self, exc)
-
     # -- sessions ----------------------------------------------------------------------------
     async def save_session(
         self, key: str, record: Mapping[str, Any], ttl: float, *, lease: float | None = None
@@ -687,24 +591,17 @@ class MongoEventStore:
 
             await store.save_session(pid, record, 120, lease=10)  # renewed while connected
         """
-        check_key(key)
-        seconds = check_ttl(ttl)
-        lease_seconds = None if lease is None else check_ttl(lease, "lease")
-        if not isinstance(record, Mapping):
-            raise InvalidArgumentError("a session record must be a mapping")
-        text = dumps(dict(record), "session record")
+        text, seconds, lease_seconds = kit.prepare_session(key, record, ttl, lease)
         self._check_open()
         now = time.time()
         at = now + seconds
         doc: dict[str, Any] = {"v": text, "x": at, "exp": expiry(at)}
         if lease_seconds is not None:
             doc["l"] = now + lease_seconds
-        try:
+        with kit.wrap_driver_errors(MONGO, "save_session"):
             await self._retry_upsert(
                 lambda: self._collection("sessions").replace_one({"_id": key}, doc, upsert=True)
             )
-        except DRIVER_ERRORS as exc:
-            raise store_error(exc, "save_session") from exc
 
     async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:
         """Take the record: one ``find_one_and_delete`` (no ``lease``), or one
@@ -718,7 +615,7 @@ class MongoEventStore:
         seconds = None if lease is None else check_ttl(lease, "lease")
         self._check_open()
         sessions = self._collection("sessions")
-        try:
+        with kit.wrap_driver_errors(MONGO, "claim_session"):
             for _ in range(_CLAIM_ATTEMPTS):
                 now = time.time()
                 free = {
@@ -745,11 +642,12 @@ class MongoEventStore:
                 if float(held["x"]) <= now:
                     await sessions.delete_one({"_id": key, "x": {"$lte": now}})
                     return None
-                if float(held.get("l", 0.0)) > now:
-                    raise SessionBusyError("the session is being recovered by another connection")
+                leased = float(held.get("l", 0.0))
+                if leased > now:
+                    raise SessionBusyError(
+                        "the session is being recovered by another connection", retry_after=leased - now
+                    )
                 # saved anew, or its lease ran out, since the claim looked: claim again
-        except DRIVER_ERRORS as exc:
-            raise store_error(exc, "claim_session") from exc
         raise SessionBusyError("the session is being claimed by other connections")
 
     # -- idempotency keys ------------------------------------------------------------------------
@@ -758,7 +656,7 @@ class MongoEventStore:
         seconds = check_ttl(lease, "lease")
         self._check_open()
         keys = self._collection("keys")
-        try:
+        with kit.wrap_driver_errors(MONGO, "reserve_key"):
             for _ in range(5):
                 now = time.time()
                 at = now + seconds
@@ -777,31 +675,25 @@ class MongoEventStore:
                 if doc["done"]:
                     return Reservation(KeyState.DONE, json.loads(doc["res"]))
                 return Reservation(KeyState.PENDING)
-        except DRIVER_ERRORS as exc:
-            raise store_error(exc, "reserve_key") from exc
         return Reservation(KeyState.PENDING)
 
     async def complete_key(self, key: str, result: Any, ttl: float) -> None:
         check_key(key)
         seconds = check_ttl(ttl)
-        text = dumps(result, "result")
+        text = kit.encode_json(result, "result")
         self._check_open()
         at = time.time() + seconds
         update = {"$set": {"done": True, "x": at, "exp": expiry(at), "res": text}}
-        try:
+        with kit.wrap_driver_errors(MONGO, "complete_key"):
             await self._retry_upsert(
                 lambda: self._collection("keys").update_one({"_id": key}, update, upsert=True)
             )
-        except DRIVER_ERRORS as exc:
-            raise store_error(exc, "complete_key") from exc
 
     async def release_key(self, key: str) -> None:
         check_key(key)
         self._check_open()
-        try:
+        with kit.wrap_driver_errors(MONGO, "release_key"):
             await self._collection("keys").delete_one({"_id": key, "done": False})
-        except DRIVER_ERRORS as exc:
-            raise store_error(exc, "release_key") from exc
 
     @staticmethod
     async def _retry_upsert(write: Any) -> None:

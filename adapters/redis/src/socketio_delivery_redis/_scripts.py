@@ -273,7 +273,8 @@ now = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
 local record = v
 if string.sub(v, 1, 2) == 'l:' then
   local sep = string.find(v, '|', 3, true)
-  if now < tonumber(string.sub(v, 3, sep - 1)) then return {'busy'} end
+  local leased = tonumber(string.sub(v, 3, sep - 1))
+  if now < leased then return {'busy', tostring(leased - now)} end
   record = string.sub(v, sep + 1)
 end
 local lease = tonumber(ARGV[1])

@@ -32,9 +32,8 @@ import json
 import logging
 import re
 import secrets
-from collections import deque
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -44,25 +43,30 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from socketio_delivery.config import StoreOptions, build_options, redact
+from socketio_delivery.config import build_options, redact
 from socketio_delivery.errors import (
     ConfigurationError,
+    EpochChangedError,
     InvalidArgumentError,
-    InvalidOffsetError,
     OffsetUnavailableError,
     SessionBusyError,
-    StoreError,
     StoreUnavailableError,
 )
-from socketio_delivery.store import DEFAULT_PAGE_SIZE, Capability, Event, KeyState, Reservation, new_id
-from socketio_delivery.validate import (
-    check_key,
-    check_limit,
-    check_offset,
-    check_rooms,
-    check_stream,
-    check_ttl,
+from socketio_delivery.kit import (
+    AdapterOptions,
+    DriverErrors,
+    GroupCommitWriter,
+    MaintenanceLoop,
+    OffsetCodec,
+    Persist,
+    RoomFilter,
+    check_fetch,
+    encode_json,
+    prepare_persist,
+    wrap_driver_errors,
 )
+from socketio_delivery.store import DEFAULT_PAGE_SIZE, Capability, Event, KeyState, Reservation, new_id
+from socketio_delivery.validate import check_key, check_stream, check_ttl
 
 from . import _scripts
 from ._scripts import INLINE_LIMIT, Script
@@ -72,10 +76,17 @@ __all__ = ["RedisEventStore", "RedisOptions"]
 
 log = logging.getLogger("socketio_delivery_redis")
 
-_OFFSET = re.compile(r"([0-9a-f]{8})-([0-9a-f]{16})-([0-9a-f]{16})")
+#: ``<epoch>-<ms>-<seq>``: the stream's epoch, then the Redis id in fixed-width hex.
+_CODEC = OffsetCodec("Redis", (16, 16))
 _PREFIX = re.compile(r"[^{}\s]{1,64}")
 #: What the driver raises: wrapped as StoreError / StoreUnavailableError at the edge.
 _DRIVER_ERRORS = (RedisError, RedisClusterException, OSError)
+REDIS = DriverErrors("Redis", _DRIVER_ERRORS, unavailable=(RedisConnectionError, RedisTimeoutError, OSError))
+#: Default bounds of every command and of connecting (seconds), unless the URL sets
+#: ``socket_timeout`` / ``socket_connect_timeout``: past them a call raises
+#: StoreUnavailableError. A timed-out command is not retried (``retries`` is for
+#: connection errors), so one call is bounded by them.
+DEFAULT_SOCKET_TIMEOUT = 5.0
 #: Most events one persist batch removes by count (the rest: the next batches, or trim()).
 _PERSIST_TRIM_CHUNK = 2000
 #: A fetch that has found events stops after examining this many scan steps (a short page).
@@ -83,7 +94,7 @@ _STEPS_WITH_RESULTS = 10
 
 
 @dataclass(frozen=True)
-class RedisOptions(StoreOptions):
+class RedisOptions(AdapterOptions):
     """Options of ``redis://``, ``rediss://`` and ``unix://`` URLs (query string or keywords).
 
     ``prefix``: first part of every key the store creates (no braces, no spaces), so
@@ -98,9 +109,7 @@ class RedisOptions(StoreOptions):
     """
 
     prefix: str = "sio"
-    max_batch: int = 1000
     scan_count: int = 1000
-    trim_chunk: int = 10_000
     retention_interval: float | None = 60.0
     retries: int = 3
     cluster: bool = False
@@ -111,37 +120,10 @@ class RedisOptions(StoreOptions):
             raise ConfigurationError(
                 f"prefix must be 1 to 64 characters without braces or spaces, got {self.prefix!r}"
             )
-        for name in ("max_batch", "scan_count", "trim_chunk"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
-        if self.retention_interval is not None and not self.retention_interval > 0:
-            raise ConfigurationError(
-                f"retention_interval must be > 0 seconds or None, got {self.retention_interval!r}"
-            )
+        if isinstance(self.scan_count, bool) or not isinstance(self.scan_count, int) or self.scan_count < 1:
+            raise ConfigurationError(f"scan_count must be an int >= 1, got {self.scan_count!r}")
         if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
             raise ConfigurationError(f"retries must be an int >= 0, got {self.retries!r}")
-
-
-@dataclass(slots=True)
-class _Persist:
-    stream: str
-    data: Any
-    args: list[bytes | int]
-    rooms: tuple[str, ...]
-    exclude: tuple[str, ...]
-    future: asyncio.Future[Event] = field(repr=False)
-
-
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
-_SCALARS = (str, int, float, bool, type(None))
-
-
-def _dumps(value: Any, what: str) -> str:
-    try:
-        return _ENCODER.encode(value)
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise InvalidArgumentError(f"{what} must be a JSON value: {exc}") from exc
 
 
 def _b(text: str) -> bytes:
@@ -154,17 +136,8 @@ def _s(value: bytes | str) -> str:
 
 def _list_args(items: tuple[str, ...]) -> list[bytes | int]:
     if len(items) > INLINE_LIMIT:
-        return [-1, _b(_dumps(list(items), "rooms"))]
+        return [-1, _b(encode_json(list(items), "rooms"))]
     return [len(items), *(_b(item) for item in items)]
-
-
-def _store_error(exc: BaseException, doing: str) -> StoreError:
-    """The :class:`StoreError` (or :class:`StoreUnavailableError`) for a driver error, cause chained."""
-    unavailable = isinstance(exc, (RedisConnectionError, RedisTimeoutError, OSError))
-    cls = StoreUnavailableError if unavailable else StoreError
-    error = cls(f"Redis {doing} failed: {type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return error
 
 
 def _redis_id(raw: bytes | str) -> tuple[int, int]:
@@ -216,11 +189,10 @@ class RedisEventStore:
         self._writer_id = ""
         self._keys: dict[str, _StreamKeys] = {}
         self._open_lock = asyncio.Lock()
-        self._queue: deque[_Persist] = deque()
-        self._wakeup = asyncio.Event()
-        self._stopping = False
-        self._writer: asyncio.Task[None] | None = None
-        self._maintenance: asyncio.Task[None] | None = None
+        self._writer: GroupCommitWriter[Persist] = GroupCommitWriter(
+            self._run_batch, max_batch=self.options.max_batch, driver=REDIS, doing="persist"
+        )
+        self._retention = MaintenanceLoop(self.trim, interval=self.options.retention_interval, logger=log)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisEventStore:
@@ -255,28 +227,12 @@ class RedisEventStore:
                 return
             client = self._given
             if client is None:
-                retry = Retry(ExponentialWithJitterBackoff(base=0.02, cap=0.5), self.options.retries)
-                try:
-                    if self.options.cluster:
-                        client = RedisCluster.from_url(self.url or "", retry=retry)
-                    else:
-                        # A blocking pool: a burst of calls (hundreds of clients connecting at
-                        # once) waits for a connection instead of failing with "Too many connections".
-                        pool = aioredis.BlockingConnectionPool.from_url(
-                            self.url or "", retry=retry, timeout=_POOL_WAIT
-                        )
-                        client = aioredis.Redis.from_pool(pool)
-                except (ValueError, TypeError, RedisError) as exc:
-                    raise ConfigurationError(f"cannot use {redact(self.url or '')}: {exc}") from exc
+                client = self._make_client()
             try:
-                if isinstance(client, RedisCluster):
-                    await client.initialize()
-                await client.ping()
-            except _DRIVER_ERRORS as exc:
-                if self._given is None:
-                    with contextlib.suppress(Exception):
-                        await client.aclose()
-                raise _store_error(exc, f"connecting ({self!r})") from exc
+                with wrap_driver_errors(REDIS, f"connecting ({self!r})"):
+                    if isinstance(client, RedisCluster):
+                        await client.initialize()
+                    await client.ping()
             except BaseException:
                 if self._given is None:
                     with contextlib.suppress(Exception):
@@ -286,11 +242,29 @@ class RedisEventStore:
             self._client = client
             self._writer_id = secrets.token_hex(8)
             self._keys.clear()
-            self._stopping = False
-            self._wakeup = asyncio.Event()  # a store may be opened again on another event loop
-            self._writer = asyncio.create_task(self._write_loop(), name=f"{self!r} writer")
-            if self.options.retention_interval is not None:
-                self._maintenance = asyncio.create_task(self._maintain(), name=f"{self!r} retention")
+            self._writer.start(f"{self!r} writer")
+            self._retention.start(f"{self!r} retention")
+
+    def _make_client(self) -> Any:
+        """The client of a URL: bounded commands (socket timeouts), retried connection errors."""
+        # A timed-out command is not retried: one call stays bounded by socket_timeout.
+        retry = Retry(
+            ExponentialWithJitterBackoff(base=0.02, cap=0.5),
+            self.options.retries,
+            supported_errors=(RedisConnectionError,),
+        )
+        bounds = {"socket_timeout": DEFAULT_SOCKET_TIMEOUT, "socket_connect_timeout": DEFAULT_SOCKET_TIMEOUT}
+        try:  # the URL's own socket_timeout / socket_connect_timeout win over these defaults
+            if self.options.cluster:
+                return RedisCluster.from_url(self.url or "", retry=retry, **bounds)
+            # A blocking pool: a burst of calls (hundreds of clients connecting at
+            # once) waits for a connection instead of failing with "Too many connections".
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url or "", retry=retry, timeout=_POOL_WAIT, **bounds
+            )
+            return aioredis.Redis.from_pool(pool)
+        except (ValueError, TypeError, RedisError) as exc:
+            raise ConfigurationError(f"cannot use {redact(self.url or '')}: {exc}") from exc
 
     async def _warn_if_not_persistent(self, client: Any) -> None:
         if isinstance(client, RedisCluster):
@@ -313,31 +287,20 @@ class RedisEventStore:
             client = self._client
             if client is None:
                 return
-            self._stopping = True
-            if self._maintenance is not None:
-                self._maintenance.cancel()
-                await asyncio.gather(self._maintenance, return_exceptions=True)
-                self._maintenance = None
-            self._wakeup.set()
-            if self._writer is not None:
-                await asyncio.gather(self._writer, return_exceptions=True)
-                self._writer = None
+            await self._retention.stop()
+            await self._writer.stop()
             self._client = None
             if self._given is None:
-                try:
+                with wrap_driver_errors(REDIS, "close"):
                     await client.aclose()
-                except _DRIVER_ERRORS as exc:
-                    raise _store_error(exc, "close") from exc
 
     def generate_id(self) -> str:
         return new_id()
 
     # -- helpers -----------------------------------------------------------------------
     def _ready(self) -> Any:
-        if self._client is None or self._stopping:
-            raise StoreUnavailableError(f"{self!r} is not open: await store.open() first")
-        if self._writer is None or self._writer.done():
-            raise StoreUnavailableError(f"{self!r} writer stopped (its event loop ended?): reopen the store")
+        if self._client is None or not self._writer.running:
+            raise StoreUnavailableError(f"{self!r} is not open (or its event loop ended): await store.open()")
         return self._client
 
     def _stream_keys(self, stream: str) -> _StreamKeys:
@@ -357,54 +320,23 @@ class RedisEventStore:
 
     async def _eval(self, script: Script, keys: Sequence[bytes], args: Sequence[Any], doing: str) -> Any:
         client = self._ready()
-        try:
+        with wrap_driver_errors(REDIS, doing):
             try:
                 return await client.evalsha(script.sha, len(keys), *keys, *args)
             except NoScriptError:
                 return await client.eval(script.source, len(keys), *keys, *args)
-        except _DRIVER_ERRORS as exc:
-            raise _store_error(exc, doing) from exc
 
     @staticmethod
     def _offset(epoch: str, ms: int, seq: int) -> str:
-        return f"{epoch}-{ms:016x}-{seq:016x}"
+        return _CODEC.format(epoch, ms, seq)
 
     @staticmethod
     def _parse_offset(offset: object) -> tuple[str, int, int]:
-        text = check_offset(offset)
-        match = _OFFSET.fullmatch(text)
-        if match is None:
-            raise InvalidOffsetError(f"{text[:40]!r} is not an offset of the Redis store")
-        return match.group(1), int(match.group(2), 16), int(match.group(3), 16)
+        epoch, (ms, seq) = _CODEC.parse(offset)
+        return epoch, ms, seq
 
     # -- the writer ----------------------------------------------------------------------
-    async def _write_loop(self) -> None:
-        queue = self._queue
-        while True:
-            if not queue:
-                if self._stopping:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            batch = [queue.popleft() for _ in range(min(len(queue), self.options.max_batch))]
-            try:
-                await self._run_batch(batch)
-            except Exception as exc:  # a bug or an odd reply: fail this batch, keep writing
-                log.exception("%r: persist batch failed", self)
-                for op in batch:
-                    if not op.future.done():
-                        op.future.set_exception(_store_error(exc, "persist"))
-            except BaseException as exc:  # cancelled (loop shutdown): nobody waits forever
-                error = StoreUnavailableError(f"{self!r} writer stopped")
-                error.__cause__ = exc
-                for op in [*batch, *queue]:
-                    if not op.future.done():
-                        op.future.set_exception(error)
-                queue.clear()
-                raise
-
-    def _persist_args(self, ops: list[_Persist]) -> list[Any]:
+    def _persist_args(self, ops: list[Persist]) -> list[Any]:
         opts = self.options
         maxlen = opts.max_events or 0
         age_ms = 0 if opts.max_age is None else max(1, round(opts.max_age * 1000))
@@ -419,31 +351,26 @@ class RedisEventStore:
             max(1000, age_ms // 10),  # age excess (ms) tolerated before a trim
         ]
         for op in ops:
-            args += op.args
+            args += (_b(op.text), *_list_args(op.rooms), *_list_args(op.exclude))
         return args
 
-    async def _run_batch(self, batch: list[_Persist]) -> None:
-        groups: dict[str, list[_Persist]] = {}
+    async def _run_batch(self, batch: list[Persist]) -> None:
+        groups: dict[str, list[Persist]] = {}
         for op in batch:
             groups.setdefault(op.stream, []).append(op)
         calls = [(ops, self._stream_keys(stream), self._persist_args(ops)) for stream, ops in groups.items()]
         sends = [(keys, args) for _, keys, args in calls]
-        try:
-            if isinstance(self._client, RedisCluster):
-                results = await self._send_to_cluster(list(groups), sends)
-            else:
-                results = await self._send_pipelined(list(groups), sends)
-        except Exception as exc:  # the whole round trip failed: every caller in it is told
-            for op in batch:
-                if not op.future.done():
-                    op.future.set_exception(_store_error(exc, "persist"))
-            return
+        # If the whole round trip fails, the kit's writer tells every caller in it.
+        if isinstance(self._client, RedisCluster):
+            results = await self._send_to_cluster(list(groups), sends)
+        else:
+            results = await self._send_pipelined(list(groups), sends)
         self.writes += len(batch)
         for (ops, _, _), result in zip(calls, results, strict=True):
             if isinstance(result, BaseException):
                 for op in ops:
                     if not op.future.done():
-                        op.future.set_exception(_store_error(result, "persist"))
+                        op.future.set_exception(REDIS.error(result, "persist"))
                 continue
             epoch = _s(result[0])
             for op, raw in zip(ops, result[1:], strict=True):
@@ -502,25 +429,11 @@ class RedisEventStore:
 
     # -- event streams ----------------------------------------------------------------
     async def persist(
-        self,
-        stream: str,
-        data: Any,
-        *,
-        rooms: Collection[str] = (),
-        exclude: Collection[str] = (),
+        self, stream: str, data: Any, *, rooms: Collection[str] = (), exclude: Collection[str] = ()
     ) -> Event:
-        check_stream(stream)
-        event_rooms = () if rooms == () else check_rooms(rooms)
-        event_exclude = () if exclude == () else check_rooms(exclude, "exclude")
-        text = _dumps(data, "event data")
-        # The event holds its own JSON value, as fetch_since returns it (tuples become lists).
-        copy = data if type(data) in _SCALARS else json.loads(text)
-        args: list[bytes | int] = [_b(text), *_list_args(event_rooms), *_list_args(event_exclude)]
+        op = prepare_persist(stream, data, rooms, exclude)
         self._ready()
-        future: asyncio.Future[Event] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Persist(stream, copy, args, event_rooms, event_exclude, future))
-        self._wakeup.set()
-        return await future
+        return await self._writer.submit(op)  # type: ignore[no-any-return]
 
     def _event(self, epoch: str, entry: Sequence[Any]) -> Event:
         raw_id, fields = entry
@@ -544,16 +457,9 @@ class RedisEventStore:
         return Event(self._offset(epoch, ms, seq), data, tuple(rooms), tuple(exclude), ms / 1000)
 
     async def fetch_since(
-        self,
-        stream: str,
-        offset: str | None,
-        *,
-        rooms: Collection[str] | None = None,
-        limit: int = DEFAULT_PAGE_SIZE,
+        self, stream: str, offset: str | None, *, rooms: RoomFilter = None, limit: int = DEFAULT_PAGE_SIZE
     ) -> list[Event]:
-        check_stream(stream)
-        check_limit(limit)
-        wanted = None if rooms is None else list(dict.fromkeys(check_rooms(rooms)))
+        wanted = check_fetch(stream, rooms, limit)
         after = None if offset is None else self._parse_offset(offset)
         self._ready()
         keys = self._stream_keys(stream)
@@ -606,26 +512,17 @@ class RedisEventStore:
         raw_last: Any,
     ) -> None:
         if epoch is None:
-            raise OffsetUnavailableError(
+            raise EpochChangedError(
                 f"offset {offset!r} is not held by this store (the stream is unknown or was wiped)",
                 offset=offset,
             )
         if after[0] != epoch:
-            raise OffsetUnavailableError(
+            raise EpochChangedError(
                 f"offset {offset!r} is from another epoch (the data was wiped, or it is another store)",
                 offset=offset,
             )
-        position = (after[1], after[2])
-        if lwm is not None and position < lwm:
-            raise OffsetUnavailableError(
-                f"events after offset {offset!r} were removed by retention", offset=offset
-            )
         last = (0, 0) if raw_last is None else _redis_id(raw_last)
-        if position > last:
-            raise OffsetUnavailableError(
-                f"offset {offset!r} is beyond the newest event (events were lost by the server)",
-                offset=offset,
-            )
+        _CODEC.check(str(offset), (after[1], after[2]), first=lwm or (0, 0), last=last)
 
     async def last_offset(self, stream: str) -> str:
         check_stream(stream)
@@ -643,10 +540,8 @@ class RedisEventStore:
             return await self._trim_stream(stream)
         client = self._ready()
         total = 0
-        try:
+        with wrap_driver_errors(REDIS, "listing streams"):
             names = [_s(name) async for name in client.sscan_iter(self._registry, count=500)]
-        except _DRIVER_ERRORS as exc:
-            raise _store_error(exc, "listing streams") from exc
         for name in names:
             total += await self._trim_stream(name)
         return total
@@ -666,29 +561,11 @@ class RedisEventStore:
             if not int(more):
                 return total
 
-    async def _maintain(self) -> None:
-        interval = self.options.retention_interval
-        assert interval is not None
-        while not self._stopping:  # a cancel swallowed inside a redis-py call must not keep it alive
-            await asyncio.sleep(interval)
-            if self._stopping:
-                return
-            try:
-                await self.trim()
-            except StoreError as exc:
-                if self._stopping:
-                    return
-                log.warning("%r: retention failed: %s", self, exc)
-            except Exception:
-                log.exception("%r: retention failed", self)
-
     # -- sessions -------------------------------------------------------------------------
     async def _call(self, doing: str, method: str, *args: Any, **kwargs: Any) -> Any:
         client = self._ready()
-        try:
+        with wrap_driver_errors(REDIS, doing):
             return await getattr(client, method)(*args, **kwargs)
-        except _DRIVER_ERRORS as exc:
-            raise _store_error(exc, doing) from exc
 
     async def save_session(
         self, key: str, record: Mapping[str, Any], ttl: float, *, lease: float | None = None
@@ -706,7 +583,7 @@ class RedisEventStore:
         lease_ms = None if lease is None else max(1, round(min(check_ttl(lease, "lease"), 1e12) * 1000))
         if not isinstance(record, Mapping):
             raise InvalidArgumentError("a session record must be a mapping")
-        text = _dumps(dict(record), "session record")
+        text = encode_json(dict(record), "session record")
         if lease_ms is None:
             await self._call("save_session", "set", self._key("session", key), _b(text), px=ms)
             return
@@ -731,7 +608,8 @@ class RedisEventStore:
         if reply is None:
             return None
         if _s(reply[0]) == "busy":
-            raise SessionBusyError("the session is being recovered by another connection")
+            left = float(_s(reply[1])) / 1000 if len(reply) > 1 else None
+            raise SessionBusyError("the session is being recovered by another connection", retry_after=left)
         record: dict[str, Any] = json.loads(_s(reply[1]))
         return record
 
@@ -752,7 +630,7 @@ class RedisEventStore:
     async def complete_key(self, key: str, result: Any, ttl: float) -> None:
         check_key(key)
         ms = max(1, round(check_ttl(ttl) * 1000))
-        text = _dumps(result, "result")
+        text = encode_json(result, "result")
         await self._call("complete_key", "set", self._key("key", key), _b("d:" + text), px=ms)
 
     async def release_key(self, key: str) -> None:

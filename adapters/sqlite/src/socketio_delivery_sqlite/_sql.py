@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import sqlite3
+import time
 from typing import Any
 
 __all__ = [
@@ -20,8 +23,13 @@ __all__ = [
     "fetch_sql",
     "insert_rows",
     "insert_rows_sql",
+    "migrate",
+    "prepare",
     "upsert_streams_sql",
+    "use_wal",
 ]
+
+log = logging.getLogger("socketio_delivery_sqlite")
 
 #: Bumped only for changes older code cannot read; additive changes are :data:`MIGRATIONS`.
 SCHEMA_VERSION = "1"
@@ -103,7 +111,7 @@ LEASE_SESSION = (
 )
 #: After a claim that took nothing, in the same transaction: a live record left under
 #: ``:key`` is leased by another claim (busy); none means absent or expired.
-SESSION_LEASED = "SELECT 1 FROM sio_sessions WHERE key = :key AND expires > :now"
+SESSION_LEASED = "SELECT leased_until FROM sio_sessions WHERE key = :key AND expires > :now"
 
 #: Most rows one insert statement writes: statements of 64, 32, ..., 1 rows cover any
 #: number of rows, so a handful of prepared statements stay cached (and 64 x 6 parameters
@@ -188,3 +196,63 @@ def fetch_sql(rooms: int | None) -> str:
             + ") ORDER BY seq LIMIT :limit"
         )
     return f"{_STREAM_ROW} UNION ALL SELECT * FROM ({page})"
+
+
+def use_wal(db: sqlite3.Connection, timeout: float) -> str:
+    """``PRAGMA journal_mode = WAL``, retried for up to ``timeout`` seconds while "locked".
+
+    Switching a file to WAL needs an exclusive lock and SQLite does not wait for it
+    (no busy handler), so processes opening a new file at once would fail at random.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.005
+    while True:
+        try:
+            return str(db.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc).lower() or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """Add the columns of :data:`MIGRATIONS` a file from an earlier version lacks.
+
+    Idempotent and safe when several processes open an old file at once: the column is
+    looked up first, added in its own ``BEGIN IMMEDIATE`` transaction, and a "duplicate
+    column name" error (another process added it after our look-up) counts as done.
+    """
+    for table, column, alter in MIGRATIONS:
+        if any(row[1] == column for row in db.execute(f"PRAGMA table_info({table})")):
+            continue
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute(alter)
+            db.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                db.execute("ROLLBACK")
+            if (
+                not isinstance(exc, sqlite3.OperationalError)
+                or "duplicate column name" not in str(exc).lower()
+            ):
+                raise
+
+
+def prepare(db: sqlite3.Connection, busy_timeout: float, synchronous: str, wal: bool) -> dict[str, str]:
+    """At open: pragmas, WAL, the schema, migrations; returns ``sio_meta`` (schema, epoch)."""
+    db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+    if wal:
+        mode = use_wal(db, busy_timeout)
+        if mode.lower() != "wal":
+            log.warning("journal_mode is %s, not wal", mode)
+    db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+    try:
+        db.executescript(SCHEMA)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            db.execute("ROLLBACK")
+        raise
+    migrate(db)
+    return {str(k): str(v) for k, v in db.execute("SELECT key, value FROM sio_meta")}

@@ -14,7 +14,7 @@ from ..store import MAX_KEY_LENGTH, EventStore, KeyState, Reservation
 from ._base import ConformanceBase, UrlFactory, store_test, url_test
 from ._support import assert_json_equal
 
-__all__ = ["StateTests"]
+__all__ = ["KeyTests", "StateTests"]
 
 #: Short TTLs/leases for expiry tests and how long those tests sleep.
 SHORT_TTL = 0.3
@@ -28,6 +28,8 @@ NOT_JSON: list[Any] = [{1, 2}, b"bytes", object(), {"k": object()}, 1j]
 
 
 class StateTests(ConformanceBase):
+    """Ids, lifecycle and sessions (claims, leases)."""
+
     # -- ids and lifecycle ------------------------------------------------------------------
     @store_test
     async def test_generate_id_is_unique_url_safe_and_long(self, store: EventStore) -> None:
@@ -177,6 +179,14 @@ class StateTests(ConformanceBase):
         assert await store.claim_session("held") is None
 
     @store_test
+    async def test_a_busy_claim_says_how_long_the_lease_lasts_when_it_knows(self, store: EventStore) -> None:
+        await store.save_session("leased-for-a-while", {"n": 1}, 60, lease=5)
+        with pytest.raises(SessionBusyError) as caught:
+            await store.claim_session("leased-for-a-while")
+        retry_after = caught.value.retry_after
+        assert retry_after is None or 0 < retry_after <= 5.5  # None: the store cannot tell
+
+    @store_test
     async def test_save_replaces_the_lease_of_a_leased_save(self, store: EventStore) -> None:
         await store.save_session("k", {"v": 1}, 30, lease=30)
         with pytest.raises(SessionBusyError):
@@ -221,6 +231,10 @@ class StateTests(ConformanceBase):
             with pytest.raises(InvalidArgumentError):
                 await store.save_session("k", record, 30)
         assert await store.claim_session("k") is None
+
+
+class KeyTests(ConformanceBase):
+    """Idempotency keys: reserve, complete, release."""
 
     # -- idempotency keys ---------------------------------------------------------------------
     @store_test

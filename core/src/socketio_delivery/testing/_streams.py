@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from typing import Any
 
@@ -17,7 +18,7 @@ from ._base import ConformanceBase, UrlFactory, store_test, url_test
 from ._runner import EventLoop
 from ._support import assert_json_equal, assert_same_event, assert_same_events, json_values, read_all
 
-__all__ = ["StreamTests"]
+__all__ = ["StreamTests", "OffsetTests"]
 
 ROOMS = ("a", "b", "c", "d")
 _room_sets = st.lists(st.sampled_from(ROOMS), unique=True, max_size=3)
@@ -36,6 +37,24 @@ MALFORMED_OFFSETS: list[Any] = [
     "' OR '1'='1",
     "\x00",
 ]
+
+
+#: Counters no store reaches: 2**63, 2**64 - 1, 2**64, and far beyond (hex and decimal alike).
+HUGE_COUNTERS = ("8000000000000000", "ffffffffffffffff", "10000000000000000", "9" * 40)
+#: Added before or after a real offset: what only an unanchored pattern (``re.match``,
+#: ``re.search``, ``$`` before a newline) would accept.
+JUNK = ("\n", " ", "!", "\x00", "/x", "?", "#0")
+
+
+def _with_huge_counters(offset: str) -> list[str]:
+    """``offset`` with each run of hex digits in turn replaced by each of :data:`HUGE_COUNTERS`."""
+    out: list[str] = []
+    for match in re.finditer(r"[0-9a-fA-F]+", offset):
+        for huge in HUGE_COUNTERS:
+            candidate = offset[: match.start()] + huge + offset[match.end() :]
+            if len(candidate) <= MAX_OFFSET_LENGTH:
+                out.append(candidate)
+    return out
 
 
 def _matches(event_rooms: tuple[str, ...] | list[str], wanted: list[str] | None) -> bool:
@@ -258,6 +277,11 @@ class StreamTests(ConformanceBase):
         assert await store.fetch_since("s", None) == []
 
     # -- last_offset ------------------------------------------------------------------------
+
+
+class OffsetTests(ConformanceBase):
+    """Offsets: last_offset, independence of streams, malformed and unavailable offsets."""
+
     @store_test
     async def test_last_offset_then_fetch_since_returns_exactly_later_events(self, store: EventStore) -> None:
         for i in range(4):
@@ -313,6 +337,47 @@ class StreamTests(ConformanceBase):
             with pytest.raises(InvalidOffsetError):
                 await store.fetch_since("unknown-stream", bad)
         assert len(await store.fetch_since("s", None)) == 1
+
+    @store_test
+    async def test_offsets_with_junk_around_them_raise_invalid_offset(self, store: EventStore) -> None:
+        """Offsets are matched whole: trailing or leading junk is malformed, not ignored."""
+        first = await store.persist("s", 1)
+        await store.persist("s", 2)
+        for junk in JUNK:
+            for bad in (first.offset + junk, junk + first.offset):
+                with pytest.raises(InvalidOffsetError):
+                    await store.fetch_since("s", bad)
+
+    @store_test
+    async def test_counters_past_63_bits_raise_an_offset_error(self, store: EventStore) -> None:
+        """2**63, 2**64 and larger counters: InvalidOffsetError or OffsetUnavailableError, nothing else."""
+        event = await store.persist("s", 1)
+        empty_mark = await store.last_offset("empty")
+        for offset, stream in ((event.offset, "s"), (empty_mark, "empty")):
+            for bad in _with_huge_counters(offset):
+                try:
+                    await store.fetch_since(stream, bad)
+                except (InvalidOffsetError, OffsetUnavailableError):
+                    continue
+                except Exception as exc:
+                    pytest.fail(
+                        f"fetch_since({stream!r}, {bad!r}) raised {type(exc).__name__}: {exc}; "
+                        "expected InvalidOffsetError or OffsetUnavailableError"
+                    )
+                pytest.fail(f"fetch_since({stream!r}, {bad!r}) accepted a counter no store reaches")
+        assert len(await store.fetch_since("s", None)) == 1
+
+    @store_test
+    async def test_offset_ahead_of_the_stream_is_unavailable(self, store: EventStore) -> None:
+        """An offset past the newest event is refused: resuming there would skip what comes next."""
+        await store.persist("short", "only")
+        mark = await store.last_offset("short")
+        events = [await store.persist("long", i) for i in range(5)]
+        for ahead in (events[-1].offset, events[2].offset):
+            with pytest.raises(OffsetUnavailableError):
+                await store.fetch_since("short", ahead)
+        later = await store.persist("short", "later")
+        assert [e.offset for e in await store.fetch_since("short", mark)] == [later.offset]
 
     @store_test
     async def test_bad_stream_limit_or_rooms_raise_invalid_argument(self, store: EventStore) -> None:

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 from ._processes import ConcurrencyTests
 from ._retention import RetentionTests
-from ._state import StateTests
-from ._streams import StreamTests
+from ._state import KeyTests, StateTests
+from ._streams import OffsetTests, StreamTests
 
 __all__ = ["EventStoreConformance"]
 
 
-class EventStoreConformance(StreamTests, RetentionTests, StateTests, ConcurrencyTests):
+class EventStoreConformance(StreamTests, OffsetTests, RetentionTests, StateTests, KeyTests, ConcurrencyTests):
     """Every guarantee of :mod:`socketio_delivery.store`, as tests. Subclass it once per store."""

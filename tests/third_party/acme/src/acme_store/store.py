@@ -1,339 +1,120 @@
-"""``AcmeEventStore``: events, sessions and idempotency keys in one SQLite file.
-
-A deliberately small but complete store, written as a third-party package would
-write it: stdlib ``sqlite3`` run in a worker thread, one lock per store, every
-write in a ``BEGIN IMMEDIATE`` transaction (so offsets are assigned atomically
-with the insert, across processes too). URLs::
-
-    acme:///relative/events.db     acme:////absolute/events.db     acme://  (in memory)
-"""
+"""``AcmeEventStore``: events, sessions and keys in one SQLite file (stdlib sqlite3), on the kit."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import re
-import secrets
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection
+from dataclasses import astuple, dataclass
+from json import dumps, loads
+from typing import Any
 
-from socketio_delivery import (
-    Capability,
-    Event,
-    InvalidArgumentError,
-    InvalidOffsetError,
-    KeyState,
-    OffsetUnavailableError,
-    Reservation,
-    SessionBusyError,
-    StoreError,
-    StoreUnavailableError,
-)
-from socketio_delivery.config import StoreOptions, build_options, parse_url
-from socketio_delivery.store import DEFAULT_PAGE_SIZE, new_id
-from socketio_delivery.validate import (
-    check_key,
-    check_limit,
-    check_offset,
-    check_rooms,
-    check_stream,
-    check_ttl,
-)
+from socketio_delivery import Capability, Event, kit
+from socketio_delivery.config import build_options, parse_url
+from socketio_delivery.store import DEFAULT_PAGE_SIZE
+from socketio_delivery.validate import check_stream
 
-T = TypeVar("T")
-
-_OFFSET = re.compile(r"([0-9a-f]{8})-([0-9a-f]{16})")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (epoch TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT NOT NULL, data TEXT NOT NULL,
-    rooms TEXT NOT NULL, exclude TEXT NOT NULL, ts REAL NOT NULL);
+CODEC = kit.OffsetCodec("acme")  # "<epoch>-<16 hex digits>", parsed whole; counters < 2**63
+SQLITE = kit.DriverErrors("acme", (sqlite3.Error,), unavailable=(sqlite3.OperationalError,))
+SCHEMA = """PRAGMA journal_mode=WAL; CREATE TABLE IF NOT EXISTS meta (epoch);
+INSERT INTO meta SELECT '{}' WHERE NOT EXISTS (SELECT * FROM meta);
+CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY AUTOINCREMENT, stream, data, rooms, exclude, ts);
 CREATE INDEX IF NOT EXISTS events_by_stream ON events (stream, seq);
-CREATE TABLE IF NOT EXISTS trimmed (stream TEXT PRIMARY KEY, upto INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS sessions (
-    key TEXT PRIMARY KEY, record TEXT NOT NULL, expires REAL NOT NULL, leased REAL NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS keys (
-    key TEXT PRIMARY KEY, state TEXT NOT NULL, expires REAL NOT NULL, result TEXT NOT NULL);
-"""
+CREATE TABLE IF NOT EXISTS trimmed (stream PRIMARY KEY, upto);
+CREATE TABLE IF NOT EXISTS records (kind, key, value, expires, leased, PRIMARY KEY (kind, key));"""
+FIRST = "ifnull((SELECT upto FROM trimmed WHERE stream = ?1), 0)"  # the newest trimmed seq
+BOUNDS = f"SELECT {FIRST}, max(ifnull(max(seq), 0), {FIRST}) FROM events WHERE stream = ?1"  # and newest
+AFTER = """SELECT * FROM events WHERE stream = ?1 AND seq > ?2 AND (?3 = 'null' OR rooms = '[]' OR EXISTS
+    (SELECT * FROM json_each(rooms) r, json_each(?3) w WHERE r.value = w.value)) ORDER BY seq LIMIT ?4"""
+DOOMED = """SELECT stream, seq FROM (SELECT stream, seq, row_number() OVER (PARTITION BY stream ORDER BY seq
+    DESC) AS n, max(iif(ts < (julianday('now') - 2440587.5) * 86400 - ?3, seq, NULL)) OVER (PARTITION BY
+    stream) AS old FROM events WHERE ?1 IS NULL OR stream = ?1) WHERE n > ?2 OR seq <= old"""  # ?3: max_age
+MARK = f"""INSERT INTO trimmed SELECT stream, max(seq) FROM ({DOOMED}) WHERE 1 GROUP BY stream
+    ON CONFLICT DO UPDATE SET upto = max(upto, excluded.upto)"""
+DROP = f"DELETE FROM events WHERE seq IN (SELECT seq FROM ({DOOMED}))"
+INSERT = "INSERT INTO events VALUES (NULL, ?, ?, ?, ?, ?)"
+GET = "SELECT value, expires, leased FROM records WHERE kind = ? AND key = ?"
+PUT = "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)"
 
 
 @dataclass(frozen=True)
-class AcmeOptions(StoreOptions):
-    """``max_age`` / ``max_events`` (from :class:`StoreOptions`) plus our own option."""
-
-    busy_timeout: float = 10.0
+class AcmeOptions(kit.AdapterOptions):  # max_age, max_events, retention_interval, ...: validated
+    busy_timeout: float = 10.0  # our own option: seconds to wait for another process's lock
 
 
-def _dumps(value: Any, what: str) -> str:
-    try:
-        return json.dumps(value, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError(f"{what} must be a JSON value: {exc}") from exc
-
-
-class AcmeEventStore:
-    """An :class:`~socketio_delivery.EventStore` in one SQLite file (``acme://`` alone: in memory)."""
-
+class AcmeEventStore(kit.RecordStore):  # sessions, idempotency keys, generate_id: see update_record()
     def __init__(self, path: str, options: AcmeOptions) -> None:
-        self.path = path or ":memory:"
-        self.options = options
-        # Capabilities may depend on the URL: a file is durable and shared, memory is not.
+        self.path, self.options, self.epoch = path or ":memory:", options, ""
         self.capabilities = frozenset({Capability.DURABLE, Capability.MULTI_PROCESS}) if path else frozenset()
-        self.epoch = ""
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        self._db: kit.ConnectionThread[sqlite3.Connection] = kit.ConnectionThread()
+        self._retention = kit.MaintenanceLoop(self.trim, interval=options.retention_interval)
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> AcmeEventStore:
-        """What ``open_store("acme:///events.db?max_events=1000", busy_timeout=5)`` calls."""
-        parsed = parse_url(url)
+        parsed = parse_url(url)  # acme:///events.db?max_events=1000&busy_timeout=5
         return cls(parsed.path, build_options(AcmeOptions, parsed, options))
 
-    # -- plumbing ------------------------------------------------------------------
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(connection)`` in a thread; wrap driver errors at the edge."""
+    async def _run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        with kit.wrap_driver_errors(SQLITE, "a call"):  # StoreError / StoreUnavailableError, cause chained
+            return await self._db.transaction(fn)  # BEGIN IMMEDIATE: one writer at a time, in every process
 
-        def call() -> T:
-            with self._lock:
-                if self._db is None:
-                    raise StoreUnavailableError("the store is not open (await store.open() first)")
-                try:
-                    return fn(self._db)
-                except sqlite3.OperationalError as exc:
-                    raise StoreUnavailableError(f"sqlite: {exc}") from exc
-                except sqlite3.Error as exc:
-                    raise StoreError(f"sqlite: {exc}") from exc
+    async def open(self) -> None:  # idempotent, as the kit's parts are
+        with kit.wrap_driver_errors(SQLITE, "open"):
+            await self._db.open(self._connect)
+        self.epoch = await self._run(lambda db: db.execute("SELECT epoch FROM meta").fetchone()[0])
+        self._retention.start()
 
-        return await asyncio.to_thread(call)
-
-    @staticmethod
-    def _write(db: sqlite3.Connection, fn: Callable[[], T]) -> T:
-        db.execute("BEGIN IMMEDIATE")  # one writer at a time, in every process
-        try:
-            result = fn()
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
-
-    # -- lifecycle -------------------------------------------------------------------
-    async def open(self) -> None:
-        if self._db is not None:
-            return
-
-        def connect() -> tuple[sqlite3.Connection, str]:
-            db = sqlite3.connect(
-                self.path, timeout=self.options.busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-
-            def epoch() -> str:
-                row = db.execute("SELECT epoch FROM meta").fetchone()
-                if row is None:
-                    row = (secrets.token_hex(4),)
-                    db.execute("INSERT INTO meta VALUES (?)", row)
-                return str(row[0])
-
-            return db, self._write(db, epoch)
-
-        try:
-            self._db, self.epoch = await asyncio.to_thread(connect)
-        except sqlite3.Error as exc:
-            raise StoreUnavailableError(f"cannot open {self.path!r}: {exc}") from exc
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path, self.options.busy_timeout, 0, None, False
+        )  # BEGIN is ours; any thread
+        return db.executescript(SCHEMA.format(CODEC.new_epoch())).connection
 
     async def close(self) -> None:
-        db, self._db = self._db, None
-        if db is not None:
-            await asyncio.to_thread(db.close)
-
-    def generate_id(self) -> str:
-        return new_id()
-
-    # -- events ------------------------------------------------------------------------
-    def _offset(self, seq: int) -> str:
-        return f"{self.epoch}-{seq:016x}"
-
-    def _seq_of(self, offset: str | None) -> int:
-        if offset is None:
-            return 0
-        match = _OFFSET.fullmatch(check_offset(offset))
-        if match is None:
-            raise InvalidOffsetError(f"{offset[:40]!r} is not an acme offset")
-        if match.group(1) != self.epoch:
-            raise OffsetUnavailableError(f"offset {offset!r} is from another epoch", offset=offset)
-        return int(match.group(2), 16)
+        await self._retention.stop()
+        await self._db.close()
 
     async def persist(
         self, stream: str, data: Any, *, rooms: Collection[str] = (), exclude: Collection[str] = ()
     ) -> Event:
-        check_stream(stream)
-        event_rooms, event_exclude = check_rooms(rooms), check_rooms(exclude, "exclude")
-        text = _dumps(data, "event data")
-        now = time.time()
-
-        def insert(db: sqlite3.Connection) -> int:
-            def step() -> int:
-                cursor = db.execute(
-                    "INSERT INTO events (stream, data, rooms, exclude, ts) VALUES (?, ?, ?, ?, ?)",
-                    (stream, text, json.dumps(event_rooms), json.dumps(event_exclude), now),
-                )
-                self._retain(db, stream)
-                return int(cursor.lastrowid or 0)
-
-            return self._write(db, step)
-
-        seq = await self._run(insert)
-        return Event(self._offset(seq), json.loads(text), event_rooms, event_exclude, now)
-
-    def _retain(self, db: sqlite3.Connection, stream: str) -> int:
-        """Drop what retention drops (inside a write transaction); return the count."""
-        cut = 0
-        if self.options.max_events is not None:
-            row = db.execute(
-                "SELECT seq FROM events WHERE stream = ? ORDER BY seq DESC LIMIT 1 OFFSET ?",
-                (stream, self.options.max_events),
-            ).fetchone()
-            cut = row[0] if row else 0
-        if self.options.max_age is not None:
-            row = db.execute(
-                "SELECT max(seq) FROM events WHERE stream = ? AND ts < ?",
-                (stream, time.time() - self.options.max_age),
-            ).fetchone()
-            cut = max(cut, row[0] or 0)
-        if not cut:
-            return 0
-        gone = db.execute("DELETE FROM events WHERE stream = ? AND seq <= ?", (stream, cut)).rowcount
-        db.execute(
-            "INSERT INTO trimmed VALUES (?, ?) ON CONFLICT (stream) DO UPDATE SET upto = max(upto, ?)",
-            (stream, cut, cut),
-        )
-        return int(gone)
+        op, now = kit.prepare_persist(stream, data, rooms, exclude), time.time()  # checked, JSON text
+        row = (stream, op.text, dumps(op.rooms), dumps(op.exclude), now)
+        seq = await self._run(lambda db: db.execute(INSERT, row).lastrowid)
+        return Event(CODEC.format(self.epoch, seq), op.data, op.rooms, op.exclude, now)
 
     async def fetch_since(
-        self,
-        stream: str,
-        offset: str | None,
-        *,
-        rooms: Collection[str] | None = None,
-        limit: int = DEFAULT_PAGE_SIZE,
+        self, stream: str, offset: str | None, *, rooms: kit.RoomFilter = None, limit: int = DEFAULT_PAGE_SIZE
     ) -> list[Event]:
-        check_stream(stream)
-        check_limit(limit)
-        wanted = None if rooms is None else set(check_rooms(rooms))
-        seq = self._seq_of(offset)
+        wanted = kit.check_fetch(stream, rooms, limit)
+        (after,) = (0,) if offset is None else CODEC.position(offset, self.epoch)  # malformed, other epoch
 
-        def read(db: sqlite3.Connection) -> list[Event]:
-            self._write(db, lambda: self._retain(db, stream))
-            row = db.execute("SELECT upto FROM trimmed WHERE stream = ?", (stream,)).fetchone()
-            if offset is not None and row is not None and seq < row[0]:
-                raise OffsetUnavailableError(f"events after {offset!r} were trimmed", offset=offset)
-            out: list[Event] = []
-            rows = db.execute(
-                "SELECT seq, data, rooms, exclude, ts FROM events WHERE stream = ? AND seq > ? ORDER BY seq",
-                (stream, seq),
-            )
-            for n, data, event_rooms, exclude, ts in rows:
-                to = tuple(json.loads(event_rooms))
-                if wanted is None or not to or not wanted.isdisjoint(to):
-                    out.append(Event(self._offset(n), json.loads(data), to, tuple(json.loads(exclude)), ts))
-                    if len(out) == limit:
-                        break
-            return out
+        def read(db: sqlite3.Connection) -> list[Any]:
+            if offset is not None:  # trimmed past it, or ahead of the stream: OffsetUnavailableError
+                CODEC.check(offset, after, *db.execute(BOUNDS, (stream,)).fetchone())
+            return db.execute(AFTER, (stream, after, dumps(wanted), limit)).fetchall()
 
-        return await self._run(read)
+        return [self._event(*row) for row in await self._run(read)]
+
+    def _event(self, seq: int, _: str, d: str, r: str, x: str, ts: float) -> Event:  # a row of events
+        return Event(CODEC.format(self.epoch, seq), loads(d), tuple(loads(r)), tuple(loads(x)), ts)
 
     async def last_offset(self, stream: str) -> str:
-        check_stream(stream)
-
-        def newest(db: sqlite3.Connection) -> int:
-            row = db.execute(
-                "SELECT max(coalesce((SELECT max(seq) FROM events WHERE stream = ?), 0),"
-                " coalesce((SELECT upto FROM trimmed WHERE stream = ?), 0))",
-                (stream, stream),
-            ).fetchone()
-            return int(row[0])
-
-        return self._offset(await self._run(newest))
+        _, last = await self._run(lambda db: db.execute(BOUNDS, (check_stream(stream),)).fetchone())
+        return CODEC.format(self.epoch, last)
 
     async def trim(self, stream: str | None = None) -> int:
-        streams = None if stream is None else [check_stream(stream)]
+        o = self.options  # max_events, max_age
+        args = (None if stream is None else check_stream(stream), o.max_events, o.max_age)
+        return await self._run(lambda db: db.execute(MARK, args) and int(db.execute(DROP, args).rowcount))
 
-        def trim(db: sqlite3.Connection) -> int:
-            names = streams or [r[0] for r in db.execute("SELECT DISTINCT stream FROM events")]
-            return self._write(db, lambda: sum(self._retain(db, name) for name in names))
+    async def update_record(self, kind: str, key: str, change: kit.Change[Any]) -> Any:
+        def update(db: sqlite3.Connection) -> Any:
+            row = db.execute(GET, (kind, key)).fetchone()
+            new, answer = change(None if row is None else kit.Record(*row), time.time())
+            if new is not kit.KEEP:  # None: delete; a Record: write it
+                db.execute("DELETE FROM records WHERE kind = ? AND key = ?", (kind, key))
+            if isinstance(new, kit.Record):
+                db.execute(PUT, (kind, key, *astuple(new)))
+            return answer
 
-        return await self._run(trim)
-
-    # -- sessions -------------------------------------------------------------------------
-    async def save_session(
-        self, key: str, record: Mapping[str, Any], ttl: float, *, lease: float | None = None
-    ) -> None:
-        check_key(key)
-        now = time.time()
-        expires = now + check_ttl(ttl)
-        leased = 0.0 if lease is None else now + check_ttl(lease, "lease")  # 0: claimable at once
-        if not isinstance(record, Mapping):
-            raise InvalidArgumentError("a session record must be a mapping")
-        text = _dumps(dict(record), "session record")
-        sql = "INSERT OR REPLACE INTO sessions (key, record, expires, leased) VALUES (?, ?, ?, ?)"
-        args = (key, text, expires, leased)
-        await self._run(lambda db: self._write(db, lambda: db.execute(sql, args)))
-
-    async def claim_session(self, key: str, *, lease: float | None = None) -> dict[str, Any] | None:
-        check_key(key)
-        seconds = None if lease is None else check_ttl(lease, "lease")
-
-        def claim(db: sqlite3.Connection) -> Any:
-            now = time.time()
-            row = db.execute("SELECT record, expires, leased FROM sessions WHERE key = ?", (key,)).fetchone()
-            if row is None or row[1] <= now:
-                db.execute("DELETE FROM sessions WHERE key = ?", (key,))
-                return None
-            if row[2] > now:
-                raise SessionBusyError("the session is being recovered by another connection")
-            if seconds is None:
-                db.execute("DELETE FROM sessions WHERE key = ?", (key,))
-            else:
-                db.execute("UPDATE sessions SET leased = ? WHERE key = ?", (now + seconds, key))
-            return json.loads(row[0])
-
-        return await self._run(lambda db: self._write(db, lambda: claim(db)))
-
-    # -- idempotency keys -----------------------------------------------------------------
-    async def reserve_key(self, key: str, lease: float) -> Reservation:
-        check_key(key)
-        seconds = check_ttl(lease, "lease")
-
-        def reserve(db: sqlite3.Connection) -> Reservation:
-            now = time.time()
-            row = db.execute("SELECT state, expires, result FROM keys WHERE key = ?", (key,)).fetchone()
-            if row is not None and row[1] > now:
-                state = KeyState(row[0])
-                return Reservation(state, json.loads(row[2]) if state is KeyState.DONE else None)
-            sql = "INSERT OR REPLACE INTO keys VALUES (?, ?, ?, 'null')"
-            db.execute(sql, (key, KeyState.PENDING.value, now + seconds))
-            return Reservation(KeyState.ACQUIRED)
-
-        return await self._run(lambda db: self._write(db, lambda: reserve(db)))
-
-    async def complete_key(self, key: str, result: Any, ttl: float) -> None:
-        check_key(key)
-        expires = time.time() + check_ttl(ttl)
-        text = _dumps(result, "result")
-        sql = "INSERT OR REPLACE INTO keys VALUES (?, ?, ?, ?)"
-        args = (key, KeyState.DONE.value, expires, text)
-        await self._run(lambda db: self._write(db, lambda: db.execute(sql, args)))
-
-    async def release_key(self, key: str) -> None:
-        check_key(key)
-        sql = "DELETE FROM keys WHERE key = ? AND state = ?"
-        args = (key, KeyState.PENDING.value)
-        await self._run(lambda db: self._write(db, lambda: db.execute(sql, args)))
+        return await self._run(update)
