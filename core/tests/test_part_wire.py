@@ -120,3 +120,26 @@ def test_the_client_uses_the_same_resync_event_name() -> None:
     assert RESYNC_EVENT == "delivery:resync"
     assert RESYNC_EVENT in RESERVED_EVENTS
     assert delivery_client.RESYNC_EVENT is RESYNC_EVENT
+
+
+@pytest.mark.parametrize("namespace", ["/", "/chat"])
+@pytest.mark.parametrize(
+    "args", [[], [1], [{"a": [1, 2.5, None, True]}, "x"], ["ünïcode \u2028", {"k": '"quoted"'}]]
+)
+def test_an_encoded_emit_with_its_offset_is_what_delivery_would_encode(
+    namespace: str, args: list[Any]
+) -> None:
+    from socketio.packet import EVENT, Packet
+    from socketio_delivery.wire import with_offset
+
+    encoded = check_sendable(Packet, namespace, "ev", args, 10_000)
+    assert encoded is not None
+    offset = "0a1b2c3d-00000000002a"
+    assert (
+        with_offset(encoded, offset)
+        == Packet(EVENT, namespace=namespace, data=["ev", *args, offset]).encode()
+    )
+
+
+def test_a_binary_emit_is_not_pre_encoded() -> None:
+    assert check_sendable(Packet, "/", "ev", [b"\x00"], 10_000) is None

@@ -21,9 +21,12 @@ from .sessions import SessionBook
 from .settings import Settings
 from .store import Capability, Event, EventStore
 from .tailer import Tailer
-from .wire import RESYNC_EVENT, check_sendable, packet_of, persist_emit
+from .wire import RESYNC_EVENT, check_sendable, packet_of, persist_emit, with_offset
 
 __all__ = ["LiveDelivery"]
+
+#: encoded packets kept for delivery at most (emits persisted, not yet delivered)
+_ENCODED_KEPT = 10_000
 
 
 class LiveDelivery:
@@ -47,6 +50,8 @@ class LiveDelivery:
         self._poll = settings.poll_interval if Capability.MULTI_PROCESS in store.capabilities else None
         self._open = open_store
         self._lock = asyncio.Lock()
+        #: offset -> the packet as encoded by the emit that persisted it (this process's emits)
+        self._encoded: dict[str, str] = {}
 
     def position_of(self, namespace: str) -> str | None:
         """How far live delivery of ``namespace`` got (``None``: not started)."""
@@ -83,11 +88,15 @@ class LiveDelivery:
         self, event: str, args: list[Any], namespace: str, room: Any, skip_sid: Any, *, explicit: bool
     ) -> str:
         """Check, persist and deliver one emit; its offset once this process delivered it."""
-        check_sendable(self.sio.packet_class, namespace, event, args, self.settings.max_event_bytes)
+        encoded = check_sendable(self.sio.packet_class, namespace, event, args, self.settings.max_event_bytes)
         tailer = await self.tailer(namespace)
         persisted = await persist_emit(
             self.store, namespace, event, args, to=room, skip_sid=skip_sid, explicit=explicit
         )
+        if encoded is not None and not explicit:  # delivery sends it as encoded here, once
+            if len(self._encoded) >= _ENCODED_KEPT:
+                self._encoded.clear()  # not delivered (a gap, a stop): never needed
+            self._encoded[persisted.offset] = with_offset(encoded, persisted.offset)
         tailer.wake()
         wait = self.settings.delivery_timeout
         if not await tailer.delivered(persisted.offset, wait):
@@ -99,14 +108,15 @@ class LiveDelivery:
         return persisted.offset
 
     def _deliverer(self, namespace: str) -> Callable[[Event, list[str]], Awaitable[None]]:
-        sent = self.book.sent_to(namespace)
+        sent, encoded = self.book.sent_to(namespace), self._encoded
 
         async def deliver(event: Event, held: list[str]) -> None:
             name, *args = packet_of(event)
             rooms = event.rooms
             room = None if not rooms else rooms[0] if len(rooms) == 1 else list(rooms)
             skip = {*event.exclude, *held} if held else set(event.exclude)
-            for sid in await compat.local_emit(self.sio, name, args, namespace, room, skip):
+            packet = encoded.pop(event.offset, None) if encoded else None
+            for sid in await compat.local_emit(self.sio, name, args, namespace, room, skip, packet):
                 sent[sid] = event.offset
 
         return deliver

@@ -12,6 +12,7 @@ delivered (live and in replays) as the packet data ``[event, *args, offset]``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from socketio.packet import EVENT
@@ -26,6 +27,7 @@ __all__ = [
     "RESYNC_EVENT",
     "Target",
     "check_sendable",
+    "with_offset",
     "emit_args",
     "packet_of",
     "persist_emit",
@@ -86,12 +88,16 @@ def packet_of(event: Event) -> list[Any]:
 DEFAULT_MAX_EVENT_BYTES = 1024 * 1024
 
 
-def check_sendable(packet_class: Any, namespace: str, event: str, args: list[Any], max_bytes: int) -> None:
+def check_sendable(
+    packet_class: Any, namespace: str, event: str, args: list[Any], max_bytes: int
+) -> str | None:
     """Refuse an emit that could not be sent, before it is persisted.
 
     Encodes ``[event, *args]`` with the server's own packet class (what delivery will do)
     and raises :class:`~socketio_delivery.InvalidArgumentError` naming the cause when that
     fails (too deeply nested, not serializable) or the encoded packet is over ``max_bytes``.
+    Returns the encoded packet when it is one text frame (no binary attachments), for
+    :func:`with_offset`; ``None`` otherwise.
     """
     if not isinstance(event, str) or not event or event in RESERVED_EVENTS:
         raise InvalidArgumentError(f"event must be a non-empty string and not reserved, got {event!r}")
@@ -106,3 +112,9 @@ def check_sendable(packet_class: Any, namespace: str, event: str, args: list[Any
         raise InvalidArgumentError(
             f"event {event!r} is {size} bytes encoded, over the limit of {max_bytes} (max_event_bytes)"
         )
+    return encoded if isinstance(encoded, str) and encoded.endswith("]") else None
+
+
+def with_offset(encoded: str, offset: str) -> str:
+    """An encoded ``[event, *args]`` packet turned into ``[event, *args, offset]``, as sent."""
+    return f"{encoded[:-1]},{json.dumps(offset)}]"

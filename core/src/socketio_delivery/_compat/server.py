@@ -367,8 +367,12 @@ async def local_emit(
     namespace: str,
     room: str | list[str] | None,
     skip_sid: Collection[str],
+    encoded: str | None = None,
 ) -> list[str]:
     """Deliver to the clients connected to THIS process only (no message queue); the sids reached.
+
+    ``encoded``: the packet already encoded (``[event, *args]`` as the server's packet class
+    encodes it), so it is not encoded again.
 
     What ``AsyncManager.emit`` does for its local fan-out (encode once, send the same
     Engine.IO packet to each participant), without a task per recipient: sending queues
@@ -378,7 +382,8 @@ async def local_emit(
     manager = sio.manager
     if namespace not in manager.rooms:
         return []
-    encoded = sio.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args]).encode()
+    if encoded is None:
+        encoded = sio.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *args]).encode()
     packets = [
         eio_packet.Packet(eio_packet.MESSAGE, p)
         for p in (encoded if isinstance(encoded, list) else [encoded])
