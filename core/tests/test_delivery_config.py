@@ -41,7 +41,7 @@ async def test_no_store_given_reads_the_environment(monkeypatch: pytest.MonkeyPa
 
 def test_an_unknown_option_in_the_config_names_the_valid_ones() -> None:
     with pytest.raises(
-        ConfigurationError, match=r"unknown option 'nope'.*valid options: max_age, max_events"
+        ConfigurationError, match=r"unknown option 'nope'.*valid options: max_age, max_bytes, max_events"
     ):
         Delivery(server(), {"url": "memory://", "options": {"nope": 1}})
 

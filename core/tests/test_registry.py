@@ -356,7 +356,7 @@ def test_unknown_option_names_the_valid_ones(url: str, options: dict[str, Any], 
     with pytest.raises(ConfigurationError) as info:
         registry.open_store(url, **options)
     assert str(info.value) == (
-        f"unknown option 'bogus' {where} for MemoryOptions; valid options: max_age, max_events"
+        f"unknown option 'bogus' {where} for MemoryOptions; valid options: max_age, max_bytes, max_events"
     )
 
 
