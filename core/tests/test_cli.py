@@ -210,3 +210,13 @@ def test_check_a_sqlite_file_twice(tmp_path: Path) -> None:
         code, out, err = run("check", url)
         assert (code, err) == (0, "")
         assert "durable" in out
+
+
+def test_python_dash_m_works_like_the_console_script() -> None:
+    module = [sys.executable, "-m", "socketio_delivery"]
+    done = subprocess.run([*module, "check", "memory://"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "OK" in done.stdout
+    done = subprocess.run([*module, "stores"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "memory" in done.stdout

@@ -1,0 +1,5 @@
+"""``python -m socketio_delivery``: the ``socketio-delivery`` command."""
+
+from .cli import main
+
+raise SystemExit(main())
