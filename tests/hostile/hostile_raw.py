@@ -96,6 +96,8 @@ class RawClient:
         self.port = port
         self.packets: list[Packet] = []
         self.closed = False
+        #: when set, Engine.IO pings go unanswered (a half-open connection, as the server sees it)
+        self.muted = False
         self._changed = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._ack_id = 0
@@ -120,6 +122,8 @@ class RawClient:
                 if isinstance(message, bytes):
                     continue  # a binary attachment
                 if message == "2":
+                    if self.muted:
+                        continue
                     with contextlib.suppress(Exception):
                         await self.ws.send("3")
                     continue
@@ -146,6 +150,10 @@ class RawClient:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
         return True
+
+    def mute(self) -> None:
+        """Stop answering pings (the packets the server sends are still recorded)."""
+        self.muted = True
 
     async def send(self, text: str | bytes) -> None:
         with contextlib.suppress(Exception):

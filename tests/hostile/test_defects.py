@@ -163,6 +163,21 @@ async def test_a_lone_surrogate_in_the_pid_gets_an_answer(
         await h.check_observer(observer)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 10 item 2 (found by the fuzzer): a CONNECT that is not JSON is dropped, the connection stays open",
+)
+@pytest.mark.parametrize("text", ['{"pid":', "[1,2", "{}}", '{"a":' * 40], ids=["open", "list", "extra", "deep"])
+async def test_a_connect_that_is_not_json_gets_an_answer(new_store: StoreFactory, text: str) -> None:
+    async with serve(new_store()) as h:
+        observer = await h.observer()
+        client = await h.raw()
+        answer = await client.connect(text, deadline=CONNECT_DEADLINE)
+        assert answer.kind in ("connect", "error", "closed")
+        await h.tick()
+        await h.check_observer(observer)
+
+
 async def test_a_lone_surrogate_in_the_offset_gets_an_answer(new_store: StoreFactory) -> None:
     async with serve(new_store()) as h:
         observer = await h.observer()
