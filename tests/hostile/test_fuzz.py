@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +29,35 @@ from hypothesis import strategies as st
 from socketio_delivery.wire import RESYNC_EVENT
 
 StoreFactory = Callable[[], str]
+
+
+def run_case(case: Any) -> None:
+    """Run one example's coroutine in a thread of its own, as a real server runs: on a shallow stack.
+
+    (Run under pytest and hypothesis, every frame of the server would sit ~100 frames deeper,
+    and a nested payload would hit the recursion limit in a different place than in production;
+    hypothesis also raises the recursion limit while a test runs: the default, 1000, is put back.)
+    """
+    failure: list[BaseException] = []
+    limit = sys.getrecursionlimit()
+
+    def main() -> None:
+        try:
+            asyncio.run(case)
+        except BaseException as exc:
+            failure.append(exc)
+
+    sys.setrecursionlimit(1000)
+    try:
+        thread = threading.Thread(target=main, name="hostile case")
+        thread.start()
+        thread.join()
+    finally:
+        sys.setrecursionlimit(limit)
+    if failure:
+        raise failure[0]
+
+
 PROFILE_SETTINGS = settings.get_profile(PROFILE)
 
 SURROGATES = ["\ud800abc", "\udfff", "abc\ud83d", "\udc00-0000"]
@@ -208,7 +239,7 @@ KNOWN_BAD_HANDSHAKES = [
 @example(shakes=KNOWN_BAD_HANDSHAKES[1], drop=True)
 @example(shakes=KNOWN_BAD_HANDSHAKES[2], drop=False)
 def test_handshake_fuzz_all(new_store: StoreFactory, shakes: list[Handshake], drop: bool) -> None:
-    asyncio.run(handshake_case(new_store(), shakes, drop))
+    run_case(handshake_case(new_store(), shakes, drop))
 
 
 @settings(PROFILE_SETTINGS)
@@ -218,7 +249,7 @@ def test_handshake_fuzz_all(new_store: StoreFactory, shakes: list[Handshake], dr
 @example(shakes=[Handshake(pid="real", offset=("counter", 2**63 - 1))], drop=False)
 @example(shakes=[Handshake(pid=("junk", {"$gt": ""}), offset=("junk", [2**64]))], drop=False)
 def test_handshake_fuzz_known_good(new_store: StoreFactory, shakes: list[Handshake], drop: bool) -> None:
-    asyncio.run(handshake_case(new_store(), shakes, drop))
+    run_case(handshake_case(new_store(), shakes, drop))
 
 
 # -- event names and raw packets ---------------------------------------------------------------------
@@ -296,14 +327,14 @@ async def events_case(store: str, sends: list[Any]) -> None:
 @example(sends=[("event", "disconnect", ["transport close"], False)])
 @example(sends=[("event", "connect", [{}, {"user": "root"}], False)])
 def test_event_fuzz_all(new_store: StoreFactory, sends: list[Any]) -> None:
-    asyncio.run(events_case(new_store(), sends))
+    run_case(events_case(new_store(), sends))
 
 
 @settings(PROFILE_SETTINGS)
 @given(sends=st.lists(packets(known_defects=False), min_size=1, max_size=5))
 @example(sends=[("raw", r) for r in RAW_JUNK])
 def test_event_fuzz_known_good(new_store: StoreFactory, sends: list[Any]) -> None:
-    asyncio.run(events_case(new_store(), list(sends)))
+    run_case(events_case(new_store(), list(sends)))
 
 
 # -- payloads: depth, size, binary attachment counts that lie ------------------------------------------
@@ -374,7 +405,7 @@ async def payload_case(store: str, specs: list[Any]) -> None:
 @given(specs=st.lists(relays(max_depth=1000), min_size=1, max_size=4))
 @example(specs=[("depth", 500)])
 def test_payload_fuzz_all(new_store: StoreFactory, specs: list[Any]) -> None:
-    asyncio.run(payload_case(new_store(), specs))
+    run_case(payload_case(new_store(), specs))
 
 
 @settings(PROFILE_SETTINGS)
@@ -382,7 +413,7 @@ def test_payload_fuzz_all(new_store: StoreFactory, specs: list[Any]) -> None:
 @example(specs=[("binary", lie) for lie in BINARY_LIES])
 @example(specs=[("size", 1_048_577), ("size", 999_000)])
 def test_payload_fuzz_known_good(new_store: StoreFactory, specs: list[Any]) -> None:
-    asyncio.run(payload_case(new_store(), list(specs)))
+    run_case(payload_case(new_store(), list(specs)))
 
 
 # -- reconnect timing ----------------------------------------------------------------------------------
@@ -460,4 +491,4 @@ async def reconnect_case(store: str, plan: Reconnect) -> None:
 @example(plan=Reconnect("mute", 0.0, [0.0, 0.0], 2, True))
 @example(plan=Reconnect("abort", 0.0, [0.0, 0.0, 0.0], 1, True))
 def test_reconnect_timing_fuzz(new_store: StoreFactory, plan: Reconnect) -> None:
-    asyncio.run(reconnect_case(new_store(), plan))
+    run_case(reconnect_case(new_store(), plan))
