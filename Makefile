@@ -54,6 +54,8 @@ bench: setup services js
 
 chaos: setup services js
 	$(PY) bench/chaos.py
+	$(PY) bench/faults.py
+	HOSTILE_PROFILE=long HOSTILE_EXAMPLES=200 $(PY) -m pytest -q -p no:randomly tests/hostile
 
 clean:
 	rm -rf $(VENV) $(TOOLS) tests/js/node_modules
