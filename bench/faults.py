@@ -168,6 +168,25 @@ def _hold_sqlite_lock(path: Path, seconds: float, ready: threading.Event) -> Non
         conn.close()
 
 
+def _wipe_redis_data(folder: Path) -> None:
+    for entry in folder.iterdir():
+        if entry.name.startswith("appendonly") or entry.suffix in (".aof", ".rdb"):
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+
+def _wipe_sqlite_data(database: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            database.with_name(database.name + suffix).unlink()
+
+
+def _largest_file(folder: Path) -> int:
+    return max((p.stat().st_size for p in folder.rglob("*") if p.is_file()), default=0)
+
+
 async def apply_fault(fault: str, stores: Stores, app: DeliveryAppProcess, seconds: float) -> None:
     """Apply ``fault`` for ``seconds`` (store faults only; slow links are run by the row itself)."""
     redis = stores.redis
@@ -188,26 +207,18 @@ async def apply_fault(fault: str, stores: Stores, app: DeliveryAppProcess, secon
         if redis is not None:
             await asyncio.to_thread(redis.stop, kill=True)
             if fault == "wiped":
-                for entry in Path(redis.dir).iterdir():
-                    if entry.name.startswith("appendonly") or entry.suffix in (".aof", ".rdb"):
-                        if entry.is_dir():
-                            shutil.rmtree(entry)
-                        else:
-                            entry.unlink()
+                await asyncio.to_thread(_wipe_redis_data, Path(redis.dir))
             await asyncio.sleep(seconds)
             await asyncio.to_thread(redis.start)
         else:
             await kill_app(app)
             if fault == "wiped":
-                for suffix in ("", "-wal", "-shm"):
-                    with contextlib.suppress(FileNotFoundError):
-                        (stores.folder / f"events.db{suffix}").unlink()
+                await asyncio.to_thread(_wipe_sqlite_data, stores.folder / "events.db")
             await asyncio.sleep(seconds)
             await start_app(app)
     elif fault == "disk-full":
         pid = redis.process.pid if redis is not None else app.process.pid  # type: ignore[union-attr]
-        files = [Path(redis.dir)] if redis is not None else [stores.folder]
-        size = max((p.stat().st_size for d in files for p in d.rglob("*") if p.is_file()), default=0)
+        size = await asyncio.to_thread(_largest_file, Path(redis.dir) if redis is not None else stores.folder)
         _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (max(size, 1), hard))
         try:
@@ -394,7 +405,9 @@ def render(rows: list[Row]) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--stores", default=",".join(STORES), help=f"any of {', '.join(STORES)}")
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"any of {', '.join(FAULTS)}")
     parser.add_argument("--clients", type=int, default=8)

@@ -6,7 +6,7 @@ answers Engine.IO pings (so the connection stays alive however slowly the test g
 keeps every Socket.IO packet in :attr:`RawClient.packets`::
 
     raw = await RawClient.open(port)
-    answer = await raw.connect({"pid": "forged"}, deadline=5)   # Answer("connect", {...}) / "error" / "closed"
+    answer = await raw.connect({"pid": "forged"}, deadline=5)   # Answer("connect" | "error" | "closed", ...)
     await raw.send_event(["echo", 1])
     raw.events()                                                 # decoded EVENT packets on "/"
     await raw.close()                                            # abort: no goodbye at all

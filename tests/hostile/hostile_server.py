@@ -1,4 +1,4 @@
-"""The server the hostile suite attacks: python-socketio ``AsyncServer`` + ``Delivery`` under uvicorn, in-process.
+"""The server the hostile suite attacks: ``AsyncServer`` + ``Delivery`` under uvicorn, in-process.
 
 ::
 
@@ -265,6 +265,6 @@ async def serve(store: Any, **delivery_options: Any) -> AsyncIterator[Harness]:
             await asyncio.wait_for(serving, 5)
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(delivery.close(), 5)
-        for logger, level in zip(loggers, levels):
+        for logger, level in zip(loggers, levels, strict=True):
             logger.removeHandler(h.records)
             logger.setLevel(level)

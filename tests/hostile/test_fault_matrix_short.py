@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 
-from faults import Row, render, run_row  # noqa: E402
+from faults import Row, render, run_row
 
 
 def summary(row: Row) -> str:

@@ -21,12 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from conftest import PROFILE
 from hostile_raw import NoAnswer, RawClient
 from hostile_server import CONNECT_DEADLINE, EMIT_DEADLINE, Harness, serve
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from socketio_delivery.wire import RESYNC_EVENT
+
+from conftest import PROFILE
 
 StoreFactory = Callable[[], str]
 
