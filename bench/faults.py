@@ -12,14 +12,15 @@ an answer. After a few seconds the fault is applied for ``--fault-seconds``, the
 away; the emits go on for a while, then every client must have got every emit that
 returned successfully, once, in order.
 
-Faults (the store server is ``redis-server`` with an append-only file; SQLite is embedded):
+Faults (the store server is ``redis-server`` with an append-only file, or the MongoDB-compatible
+test server (SecantusDB) with a data directory; SQLite is embedded):
 
-* ``paused``: Redis SIGSTOP / SIGCONT; SQLite: another process holds an exclusive lock;
-* ``killed``: Redis ``kill -9`` and restart on its data (``appendfsync always``); SQLite: the
-  app process ``kill -9`` and restart (the store is in the process);
+* ``paused``: the store server SIGSTOP / SIGCONT; SQLite: another process holds an exclusive lock;
+* ``killed``: the store server ``kill -9`` and restart on its data (Redis: ``appendfsync
+  always``); SQLite: the app process ``kill -9`` and restart (the store is in the process);
 * ``wiped``: killed and restarted WITHOUT its data (a new epoch); for SQLite the database
   file is deleted while the app is down;
-* ``disk-full``: the process writing the data (redis-server; the app for SQLite) can no
+* ``disk-full``: the process writing the data (the store server; the app for SQLite) can no
   longer grow a file (``RLIMIT_FSIZE`` set with ``prlimit``), then can again;
 * ``slow-0.9`` / ``slow-2``: one more client (raw Engine.IO, answers pings) behind a TCP
   proxy adding 0.9 s / 2 s each way; another connection presents its ``pid`` twice.
@@ -61,7 +62,8 @@ from hostile_raw import NoAnswer, RawClient  # noqa: E402
 from socketio_delivery.client import RESYNC_EVENT, DeliveryClient  # noqa: E402
 
 FAULTS = ("paused", "killed", "wiped", "disk-full", "slow-0.9", "slow-2")
-STORES = ("sqlite", "redis")
+STORES = ("sqlite", "redis", "mongodb")
+DEFAULT_STORES = ("sqlite", "redis")
 #: an emit slower than this is "stalled"; a CONNECT without an answer by then is "hung"
 STALL = 10.0
 HUNG = 10.0
@@ -124,27 +126,31 @@ class Stores:
     def __init__(self, kind: str, folder: Path, fsync: str = "always") -> None:
         self.kind = kind
         self.folder = folder
-        self.redis: Any = None
+        self.server: Any = None
         if kind == "redis":
             from redis_server import RedisServer
 
-            self.redis = RedisServer(persistent=True, fsync=fsync)
+            self.server = RedisServer(persistent=True, fsync=fsync)
+        elif kind == "mongodb":
+            from mongo_server import MongoServer
+
+            self.server = MongoServer(persistent=True)
 
     @property
     def url(self) -> str:
-        if self.redis is not None:
-            return str(self.redis.url)
+        if self.server is not None:
+            return str(self.server.url)
         return f"sqlite:///{self.folder / 'events.db'}"
 
     async def start(self) -> None:
-        if self.redis is not None:
-            await asyncio.to_thread(self.redis.start)
+        if self.server is not None:
+            await asyncio.to_thread(self.server.start)
 
     def close(self) -> None:
-        if self.redis is not None:
+        if self.server is not None:
             with contextlib.suppress(Exception):
-                os.kill(self.redis.process.pid, signal.SIGCONT)
-            self.redis.close()
+                os.kill(self.server.process.pid, signal.SIGCONT)
+            self.server.close()
 
 
 async def start_app(app: DeliveryAppProcess) -> None:
@@ -168,9 +174,10 @@ def _hold_sqlite_lock(path: Path, seconds: float, ready: threading.Event) -> Non
         conn.close()
 
 
-def _wipe_redis_data(folder: Path) -> None:
+def _wipe_server_data(folder: Path) -> None:
+    """Remove a store server's data (Redis: the append-only files; MongoDB test server: ``data``)."""
     for entry in folder.iterdir():
-        if entry.name.startswith("appendonly") or entry.suffix in (".aof", ".rdb"):
+        if entry.name.startswith("appendonly") or entry.suffix in (".aof", ".rdb") or entry.name == "data":
             if entry.is_dir():
                 shutil.rmtree(entry)
             else:
@@ -189,14 +196,14 @@ def _largest_file(folder: Path) -> int:
 
 async def apply_fault(fault: str, stores: Stores, app: DeliveryAppProcess, seconds: float) -> None:
     """Apply ``fault`` for ``seconds`` (store faults only; slow links are run by the row itself)."""
-    redis = stores.redis
+    server = stores.server
     if fault == "paused":
-        if redis is not None:
-            os.kill(redis.process.pid, signal.SIGSTOP)
+        if server is not None:
+            os.kill(server.process.pid, signal.SIGSTOP)
             try:
                 await asyncio.sleep(seconds)
             finally:
-                os.kill(redis.process.pid, signal.SIGCONT)
+                os.kill(server.process.pid, signal.SIGCONT)
         else:
             ready = threading.Event()
             holder = asyncio.create_task(
@@ -204,12 +211,12 @@ async def apply_fault(fault: str, stores: Stores, app: DeliveryAppProcess, secon
             )
             await holder
     elif fault in ("killed", "wiped"):
-        if redis is not None:
-            await asyncio.to_thread(redis.stop, kill=True)
+        if server is not None:
+            await asyncio.to_thread(server.stop, kill=True)
             if fault == "wiped":
-                await asyncio.to_thread(_wipe_redis_data, Path(redis.dir))
+                await asyncio.to_thread(_wipe_server_data, Path(server.dir))
             await asyncio.sleep(seconds)
-            await asyncio.to_thread(redis.start)
+            await asyncio.to_thread(server.start)
         else:
             await kill_app(app)
             if fault == "wiped":
@@ -217,8 +224,10 @@ async def apply_fault(fault: str, stores: Stores, app: DeliveryAppProcess, secon
             await asyncio.sleep(seconds)
             await start_app(app)
     elif fault == "disk-full":
-        pid = redis.process.pid if redis is not None else app.process.pid  # type: ignore[union-attr]
-        size = await asyncio.to_thread(_largest_file, Path(redis.dir) if redis is not None else stores.folder)
+        pid = server.process.pid if server is not None else app.process.pid  # type: ignore[union-attr]
+        size = await asyncio.to_thread(
+            _largest_file, Path(server.dir) if server is not None else stores.folder
+        )
         _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
         resource.prlimit(pid, resource.RLIMIT_FSIZE, (max(size, 1), hard))
         try:
@@ -408,7 +417,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--stores", default=",".join(STORES), help=f"any of {', '.join(STORES)}")
+    parser.add_argument(
+        "--stores",
+        default=",".join(DEFAULT_STORES),
+        help=f"any of {', '.join(STORES)} (mongodb: SecantusDB, the MongoDB-compatible test server)",
+    )
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"any of {', '.join(FAULTS)}")
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--fault-seconds", type=float, default=12.0)
