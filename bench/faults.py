@@ -20,8 +20,9 @@ test server (SecantusDB) with a data directory; SQLite is embedded):
   always``); SQLite: the app process ``kill -9`` and restart (the store is in the process);
 * ``wiped``: killed and restarted WITHOUT its data (a new epoch); for SQLite the database
   file is deleted while the app is down;
-* ``disk-full``: the process writing the data (the store server; the app for SQLite) can no
-  longer grow a file (``RLIMIT_FSIZE`` set with ``prlimit``), then can again;
+* ``disk-full``: the data lives on a tmpfs of its own, shrunk to what it holds (``ENOSPC``),
+  then grown again (needs root; otherwise, for SQLite only, the app can no longer grow a
+  file: ``RLIMIT_FSIZE`` set with ``prlimit``);
 * ``slow-0.9`` / ``slow-2``: one more client (raw Engine.IO, answers pings) behind a TCP
   proxy adding 0.9 s / 2 s each way; another connection presents its ``pid`` twice.
 
@@ -43,6 +44,7 @@ import resource
 import shutil
 import signal
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -120,10 +122,42 @@ class Receiver:
             row.notes.append(f"{self.name} never got {len(missing)} emits (first {missing[:5]})")
 
 
-class Stores:
-    """The store of one row and the process that writes its data."""
+#: size of the tmpfs the data of a disk-full row lives on (shrunk to what is used during the fault)
+TMPFS_SIZE = 256 * 1024 * 1024
 
-    def __init__(self, kind: str, folder: Path, fsync: str = "always") -> None:
+
+def _mount_tmpfs(path: Path) -> bool:
+    """Mount a tmpfs on ``path`` (root only); False when that is not possible here."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    return done.returncode == 0
+
+
+def _resize_tmpfs(path: Path, size: int | None) -> None:
+    """Resize the tmpfs on ``path`` to ``size`` bytes, or to exactly what it uses now (``None``): full."""
+    if size is None:
+        st = os.statvfs(path)
+        size = max((st.f_blocks - st.f_bfree) * st.f_frsize, st.f_frsize)
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], capture_output=True, check=True)
+
+
+def _umount(path: Path) -> None:
+    subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+class Stores:
+    """The store of one row and the process that writes its data.
+
+    ``tmpfs``: the data lives on a tmpfs of its own (root only), so that a disk-full fault
+    is a real ``ENOSPC``; ``tmpfs_mounted`` says whether that worked.
+    """
+
+    def __init__(self, kind: str, folder: Path, fsync: str = "always", tmpfs: bool = False) -> None:
         self.kind = kind
         self.folder = folder
         self.server: Any = None
@@ -135,12 +169,20 @@ class Stores:
             from mongo_server import MongoServer
 
             self.server = MongoServer(persistent=True)
+        self.data = Path(self.server.dir) if self.server is not None else folder / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        self.tmpfs_mounted = _mount_tmpfs(self.data) if tmpfs else False
+
+    @property
+    def database(self) -> Path:
+        """The SQLite database file."""
+        return self.data / "events.db"
 
     @property
     def url(self) -> str:
         if self.server is not None:
             return str(self.server.url)
-        return f"sqlite:///{self.folder / 'events.db'}"
+        return f"sqlite:///{self.database}"
 
     async def start(self) -> None:
         if self.server is not None:
@@ -150,6 +192,11 @@ class Stores:
         if self.server is not None:
             with contextlib.suppress(Exception):
                 os.kill(self.server.process.pid, signal.SIGCONT)
+            with contextlib.suppress(Exception):
+                self.server.stop(kill=True)
+        if self.tmpfs_mounted:
+            _umount(self.data)
+        if self.server is not None:
             self.server.close()
 
 
@@ -207,7 +254,7 @@ async def apply_fault(fault: str, stores: Stores, app: DeliveryAppProcess, secon
         else:
             ready = threading.Event()
             holder = asyncio.create_task(
-                asyncio.to_thread(_hold_sqlite_lock, stores.folder / "events.db", seconds, ready)
+                asyncio.to_thread(_hold_sqlite_lock, stores.database, seconds, ready)
             )
             await holder
     elif fault in ("killed", "wiped"):
@@ -220,21 +267,28 @@ async def apply_fault(fault: str, stores: Stores, app: DeliveryAppProcess, secon
         else:
             await kill_app(app)
             if fault == "wiped":
-                await asyncio.to_thread(_wipe_sqlite_data, stores.folder / "events.db")
+                await asyncio.to_thread(_wipe_sqlite_data, stores.database)
             await asyncio.sleep(seconds)
             await start_app(app)
     elif fault == "disk-full":
-        pid = server.process.pid if server is not None else app.process.pid  # type: ignore[union-attr]
-        size = await asyncio.to_thread(
-            _largest_file, Path(server.dir) if server is not None else stores.folder
-        )
-        _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
-        resource.prlimit(pid, resource.RLIMIT_FSIZE, (max(size, 1), hard))
-        try:
-            await asyncio.sleep(seconds)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
+        if stores.tmpfs_mounted:  # a real ENOSPC: the tmpfs shrinks to what it holds now
+            await asyncio.to_thread(_resize_tmpfs, stores.data, None)
+            try:
+                await asyncio.sleep(seconds)
+            finally:
+                await asyncio.to_thread(_resize_tmpfs, stores.data, TMPFS_SIZE)
+        elif server is None:  # not root: the app can no longer grow a file (Python ignores SIGXFSZ)
+            pid = app.process.pid  # type: ignore[union-attr]
+            size = await asyncio.to_thread(_largest_file, stores.data)
+            _, hard = resource.prlimit(pid, resource.RLIMIT_FSIZE)
+            resource.prlimit(pid, resource.RLIMIT_FSIZE, (max(size, 1), hard))
+            try:
+                await asyncio.sleep(seconds)
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    resource.prlimit(pid, resource.RLIMIT_FSIZE, (hard, hard))
+        else:
+            raise NotImplementedError("a disk-full store server needs root here (a tmpfs of its own)")
     else:
         raise ValueError(fault)
 
@@ -254,7 +308,9 @@ async def run_row(
     row = Row(store, fault)
     folder = folder or Path(tempfile.mkdtemp(prefix="faults-"))
     folder.mkdir(parents=True, exist_ok=True)
-    stores = Stores(store, folder, fsync="everysec" if fault == "disk-full" else "always")
+    stores = Stores(
+        store, folder, fsync="everysec" if fault == "disk-full" else "always", tmpfs=fault == "disk-full"
+    )
     app = DeliveryAppProcess(store=stores.url, mode="asgi")
     receivers: list[Receiver] = []
     pyclients: list[DeliveryClient] = []
@@ -445,14 +501,18 @@ async def main(args: argparse.Namespace) -> int:
                 print("redis: skipped (redis-server is not installed: make services)")
                 continue
             for fault in args.faults:
-                row = await run_row(
-                    store,
-                    fault,
-                    clients=args.clients,
-                    fault_seconds=args.fault_seconds,
-                    folder=root / f"{store}-{fault}",
-                    say=lambda m: print(f"  . {m}", flush=True),
-                )
+                try:
+                    row = await run_row(
+                        store,
+                        fault,
+                        clients=args.clients,
+                        fault_seconds=args.fault_seconds,
+                        folder=root / f"{store}-{fault}",
+                        say=lambda m: print(f"  . {m}", flush=True),
+                    )
+                except NotImplementedError as exc:
+                    print(f"{store} {fault}: skipped ({exc})")
+                    continue
                 rows.append(row)
                 print(render([row]).splitlines()[-1], flush=True)
                 for note in row.notes[:4]:
