@@ -60,6 +60,8 @@ bench: setup services js
 
 chaos: setup services js
 	$(PY) bench/chaos.py
+	$(PY) bench/faults.py
+	HOSTILE_PROFILE=long HOSTILE_EXAMPLES=200 $(PY) -m pytest -q -p no:randomly tests/hostile
 
 clean:
 	rm -rf $(VENV) .venv-oldest $(TOOLS) tests/js/node_modules
