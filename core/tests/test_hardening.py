@@ -385,3 +385,25 @@ def test_lone_surrogates_in_recovery_fields_are_malformed() -> None:
     assert ConnectRequest.parse({"pid": "\ud800abc"}).malformed == "malformed pid"
     assert ConnectRequest.parse({"pid": "abc", "offset": "a\udfff"}).malformed == "malformed offset"
     assert ConnectRequest.parse({"pid": "abc\n"}).malformed == "malformed pid"
+
+
+def test_a_session_record_holds_a_digest_of_its_pid_not_the_pid() -> None:
+    from socketio_delivery.recovery import SessionState
+
+    state = SessionState(sid="s", pid="the-bearer-secret-0123", namespace="/", first_position="")
+    record = state.record()
+    assert "the-bearer-secret-0123" not in json.dumps(record)
+    assert SessionState.from_record(record, "/", "the-bearer-secret-0123") is not None
+    assert SessionState.from_record(record, "/", "another-secret-0123456") is None
+    old = {**record, "pid": "the-bearer-secret-0123"}  # as 0.1 stored it
+    assert SessionState.from_record(old, "/", "the-bearer-secret-0123") is not None
+
+
+async def test_a_connect_packet_that_is_not_json_gets_a_connect_error(serve: Callable[..., Any]) -> None:
+    _app, url = await serve()
+    ws = await websockets.connect(url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket")
+    async with ws:
+        await ws.recv()
+        await ws.send('40{"pid":')
+        answer = str(await asyncio.wait_for(ws.recv(), 5))
+        assert answer.startswith("44"), answer

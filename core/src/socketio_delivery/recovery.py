@@ -33,11 +33,19 @@ from typing import Any
 
 from .store import MAX_OFFSET_LENGTH, Event
 
-__all__ = ["MAX_PID_LENGTH", "ConnectRequest", "SessionState", "entitled", "session_key"]
+__all__ = ["MAX_PID_LENGTH", "ConnectRequest", "SessionState", "entitled", "pid_digest", "session_key"]
 
 #: A pid longer than this is forged by definition (ours are 22 characters).
 MAX_PID_LENGTH = 64
 _VERSION = 1
+
+
+_DIGEST = "sha256:"
+
+
+def pid_digest(pid: str) -> str:
+    """What a session record keeps of its pid: enough to check one, useless to present."""
+    return _DIGEST + hashlib.sha256(f"pid\0{pid}".encode()).hexdigest()
 
 
 def session_key(namespace: str, pid: str) -> str:
@@ -122,7 +130,7 @@ class SessionState:
         return {
             "v": _VERSION,
             "sid": self.sid,
-            "pid": self.pid,
+            "pid": pid_digest(self.pid),  # the record never holds the bearer secret itself
             "ns": self.namespace,
             "offset": self.first_position,
             "rooms": self.rooms,
@@ -138,7 +146,9 @@ class SessionState:
         try:
             if record.get("v") != _VERSION or record["ns"] != namespace:
                 return None
-            if not hmac.compare_digest(str(record["pid"]).encode(), pid.encode()):
+            stored = str(record["pid"])
+            presented = pid_digest(pid) if stored.startswith(_DIGEST) else pid  # 0.1 stored it plain
+            if not hmac.compare_digest(stored.encode(), presented.encode()):
                 return None
             rooms = record.get("rooms") or {}
             if not isinstance(rooms, dict) or not all(isinstance(v, str) for v in rooms.values()):

@@ -169,6 +169,29 @@ def _hook_server(
         return str(generate())
 
     sio.eio.generate_id = generate_id
+    _answer_undecodable_connects(sio)
+
+
+def _answer_undecodable_connects(sio: socketio.AsyncServer) -> None:
+    """A CONNECT packet the decoder refuses (not JSON) gets a CONNECT_ERROR, not silence.
+
+    python-socketio decodes each Engine.IO message in ``_handle_eio_message`` (registered as
+    Engine.IO's ``message`` handler) and only logs a packet it cannot decode, so a client
+    whose CONNECT is malformed would wait for an answer that never comes.
+    """
+    original = sio.eio.handlers["message"]
+
+    async def handle_eio_message(eio_sid: str, data: Any) -> Any:
+        try:
+            return await original(eio_sid, data)
+        except (ValueError, TypeError, RecursionError):
+            if not isinstance(data, str) or data[:1] != str(sio_packet.CONNECT):
+                raise
+        namespace = data[1 : data.find(",")] if data[1:2] == "/" and "," in data else "/"
+        log.warning("refused a CONNECT packet that could not be decoded")
+        await send_connect_error(sio, eio_sid, namespace, {"message": "malformed CONNECT packet"})
+
+    sio.eio.handlers["message"] = handle_eio_message
 
 
 class _DropLog:
