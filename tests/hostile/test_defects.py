@@ -1,7 +1,7 @@
 """One test per defect of issue 10 that a hostile client (or a store fault) can trigger.
 
-Each proves a behaviour the issue requires; the ones today's code fails are strict xfails
-naming the issue item, so the fix turns them into XPASS failures and the marker must go.
+Each proves a behaviour the issue requires and names its item; each failed before its fix
+(they were strict xfails until the fixes landed).
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ async def stored_events(h: Harness, event: str) -> list[Any]:
 # -- item 1: a poison event ---------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 1: a 500-deep event is persisted and stalls the tailer")
 async def test_an_event_that_cannot_be_sent_is_refused_at_emit_and_not_stored(
     new_store: StoreFactory,
 ) -> None:
@@ -73,7 +72,6 @@ async def test_an_event_that_cannot_be_sent_is_refused_at_emit_and_not_stored(
         await h.check_observer(observer)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 1: the tailer retries an event it cannot send forever")
 async def test_a_stored_event_that_cannot_be_sent_is_skipped_and_delivery_goes_on(
     new_store: StoreFactory,
 ) -> None:
@@ -110,12 +108,6 @@ def _counter_cases() -> list[Any]:
         for counter in COUNTERS:
             kind = store.values[0]
             marks = list(store.marks)
-            if kind == "sqlite" and 2**63 <= counter.values[0] < 2**64:
-                marks.append(
-                    pytest.mark.xfail(
-                        strict=True, reason="issue 10 item 2: OverflowError in SQLite fetch_since"
-                    )
-                )
             cases.append(pytest.param(kind, counter.values[0], marks=marks, id=f"{kind}-{counter.id}"))
     return cases
 
@@ -143,7 +135,6 @@ async def test_a_reconnect_with_a_huge_offset_counter_gets_an_answer(
         await h.check_observer(observer)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 2: a lone surrogate in the pid gets no CONNECT reply")
 @pytest.mark.parametrize(
     "fields",
     [
@@ -165,10 +156,6 @@ async def test_a_lone_surrogate_in_the_pid_gets_an_answer(
         await h.check_observer(observer)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 10 item 2 (found by the fuzzer): a CONNECT that is not JSON is dropped, no answer",
-)
 @pytest.mark.parametrize(
     "text", ['{"pid":', "[1,2", "{}}", '{"a":' * 40], ids=["open", "list", "extra", "deep"]
 )
@@ -199,9 +186,6 @@ async def test_a_lone_surrogate_in_the_offset_gets_an_answer(new_store: StoreFac
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True, reason="issue 10 item 3: the ping check gives up after 1.5 s; the pid holder takes it"
-)
 @pytest.mark.parametrize("delay", [0.9, 2.0], ids=["0.9s", "2s"])
 async def test_a_slow_client_keeps_its_session_when_its_pid_is_presented_elsewhere(delay: float) -> None:
     async with serve("memory://") as h, DelayProxy.start(h.port, delay) as proxy:
@@ -229,9 +213,6 @@ async def test_a_slow_client_keeps_its_session_when_its_pid_is_presented_elsewhe
 
 
 @pytest.mark.redis
-@pytest.mark.xfail(
-    strict=True, reason="issue 10 item 4: a wiped store leaves connected clients without events"
-)
 async def test_a_wiped_store_tells_connected_clients_and_delivery_resumes(redis_server: Any) -> None:
     import redis.asyncio as aioredis
 
@@ -274,7 +255,6 @@ RESERVED = [
 ]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 5: reserved inbound event names are dispatched")
 @pytest.mark.parametrize("event", RESERVED, ids=[f"{e[0]}-{i}" for i, e in enumerate(RESERVED)])
 async def test_reserved_event_names_from_a_client_are_never_dispatched(
     new_store: StoreFactory, event: list[Any]
@@ -302,7 +282,6 @@ async def test_reserved_event_names_from_a_client_are_never_dispatched(
 # -- item 6: processed once, whatever the ack ---------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 6: a handler acking bytes runs once per delivery")
 async def test_an_idempotent_handler_acking_bytes_runs_once(new_store: StoreFactory) -> None:
     async with serve(new_store()) as h:
         client, _ = await connected(h)
@@ -316,9 +295,6 @@ async def test_an_idempotent_handler_acking_bytes_runs_once(new_store: StoreFact
 
 @pytest.mark.redis
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True, reason="issue 10 item 7: no command timeout: a paused Redis blocks emits and connects"
-)
 async def test_a_paused_store_neither_blocks_emits_nor_leaves_connects_unanswered(
     redis_server_factory: Callable[..., Any],
 ) -> None:
@@ -345,7 +321,6 @@ async def test_a_paused_store_neither_blocks_emits_nor_leaves_connects_unanswere
 # -- item 8: bytes are bounded ----------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 8: no maximum event size")
 async def test_an_event_over_the_size_limit_is_refused_at_emit(new_store: StoreFactory) -> None:
     async with serve(new_store()) as h:
         observer = await h.observer()
@@ -356,7 +331,6 @@ async def test_an_event_over_the_size_limit_is_refused_at_emit(new_store: StoreF
         await h.check_observer(observer)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 8: no maximum idempotency result size")
 async def test_an_idempotency_result_over_the_size_limit_is_not_stored(new_store: StoreFactory) -> None:
     async with serve(new_store()) as h:
         client, _ = await connected(h)
@@ -370,7 +344,6 @@ async def test_an_idempotency_result_over_the_size_limit_is_not_stored(new_store
 # -- item 10: smaller defects --------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 10: Delivery.publish persists reserved event names")
 @pytest.mark.parametrize("store_kind", ["memory"])  # the store plays no part
 async def test_publish_refuses_reserved_event_names(new_store: StoreFactory) -> None:
     async with serve(new_store()) as h:
@@ -380,7 +353,6 @@ async def test_publish_refuses_reserved_event_names(new_store: StoreFactory) -> 
         assert await h.delivery.store.fetch_since("/", None, limit=10) == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 10: INVALID_KEY is one shared mutable dict")
 @pytest.mark.parametrize("store_kind", ["memory"])  # the store plays no part
 async def test_the_invalid_key_ack_cannot_be_changed_by_the_app(new_store: StoreFactory) -> None:
     async with serve(new_store()) as h:
@@ -396,9 +368,6 @@ async def test_the_invalid_key_ack_cannot_be_changed_by_the_app(new_store: Store
         assert second == {"error": "invalid idempotency key"}
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 10 item 10: a reopened Delivery never renews its session leases"
-)
 async def test_a_reopened_delivery_keeps_renewing_the_leases_of_connected_sessions(tmp_path: Any) -> None:
     async with serve(f"sqlite:///{tmp_path / 'e.db'}", session_lease=1.0) as h:
         client, reply = await connected(h)

@@ -45,7 +45,6 @@ async def test_a_locked_sqlite_store_loses_stalls_and_hangs_nothing(tmp_path: Pa
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, reason="issue 10 item 3: the session of a client on a 2 s link is taken")
 async def test_a_client_on_a_slow_link_keeps_its_session_and_its_events(tmp_path: Path) -> None:
     row = await run_short("sqlite", "slow-2", tmp_path)
     assert row.emits_ok > 0, summary(row)

@@ -4,10 +4,9 @@ Every example runs on a fresh server and store (see ``conftest.py``) and ends wi
 checks of the suite: every CONNECT was answered within ``CONNECT_DEADLINE``, and the
 well-behaved observer got every app emit, in order, once. No pid ever reaches the log.
 
-Each fuzzer runs twice: over the whole input space (``test_..._all``: a strict xfail while
-issue 10's defects are open; its explicit examples are the known failing inputs) and over
-the space without the known defects (``test_..._known_good``: green today, so the fuzzer
-guards everything else now).
+Each fuzzer covers the whole input space; its explicit examples are the inputs that broke
+the server before issue 10 was fixed (``KNOWN_BAD_HANDSHAKES``, reserved names, a 500-deep
+payload), so they stay checked on every run.
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from hostile_raw import NoAnswer, RawClient
 from hostile_server import CONNECT_DEADLINE, EMIT_DEADLINE, Harness, serve
 from hypothesis import example, given, settings
@@ -231,25 +229,16 @@ KNOWN_BAD_HANDSHAKES = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 10 item 2: lone-surrogate pids (and 2^63 counters on SQLite) get no reply"
-)
 @settings(PROFILE_SETTINGS)
 @given(shakes=st.lists(handshakes(), min_size=1, max_size=3), drop=st.booleans())
 @example(shakes=KNOWN_BAD_HANDSHAKES[0], drop=True)
 @example(shakes=KNOWN_BAD_HANDSHAKES[1], drop=True)
 @example(shakes=KNOWN_BAD_HANDSHAKES[2], drop=False)
-def test_handshake_fuzz_all(new_store: StoreFactory, shakes: list[Handshake], drop: bool) -> None:
-    run_case(handshake_case(new_store(), shakes, drop))
-
-
-@settings(PROFILE_SETTINGS)
-@given(shakes=st.lists(handshakes(known_defects=False), min_size=1, max_size=3), drop=st.booleans())
 @example(shakes=[Handshake(pid="real", offset=("counter", 2**64))], drop=True)
 @example(shakes=[Handshake(pid="real", offset=("epoch", "deadbeef", 5))], drop=True)
 @example(shakes=[Handshake(pid="real", offset=("counter", 2**63 - 1))], drop=False)
 @example(shakes=[Handshake(pid=("junk", {"$gt": ""}), offset=("junk", [2**64]))], drop=False)
-def test_handshake_fuzz_known_good(new_store: StoreFactory, shakes: list[Handshake], drop: bool) -> None:
+def test_handshake_fuzz(new_store: StoreFactory, shakes: list[Handshake], drop: bool) -> None:
     run_case(handshake_case(new_store(), shakes, drop))
 
 
@@ -322,20 +311,13 @@ async def events_case(store: str, sends: list[Any]) -> None:
         h.check_no_pid_logged([reply["pid"]])
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 5: reserved inbound event names are dispatched")
 @settings(PROFILE_SETTINGS)
 @given(sends=st.lists(packets(known_defects=True), min_size=1, max_size=5))
 @example(sends=[("event", "disconnect", ["transport close"], False)])
 @example(sends=[("event", "connect", [{}, {"user": "root"}], False)])
-def test_event_fuzz_all(new_store: StoreFactory, sends: list[Any]) -> None:
-    run_case(events_case(new_store(), sends))
-
-
-@settings(PROFILE_SETTINGS)
-@given(sends=st.lists(packets(known_defects=False), min_size=1, max_size=5))
 @example(sends=[("raw", r) for r in RAW_JUNK])
-def test_event_fuzz_known_good(new_store: StoreFactory, sends: list[Any]) -> None:
-    run_case(events_case(new_store(), list(sends)))
+def test_event_fuzz(new_store: StoreFactory, sends: list[Any]) -> None:
+    run_case(events_case(new_store(), sends))
 
 
 # -- payloads: depth, size, binary attachment counts that lie ------------------------------------------
@@ -401,20 +383,13 @@ async def payload_case(store: str, specs: list[Any]) -> None:
         await h.check_observer(observer, timeout=15.0)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10 item 1: a 500-deep event stalls the namespace")
 @settings(PROFILE_SETTINGS)
 @given(specs=st.lists(relays(max_depth=1000), min_size=1, max_size=4))
 @example(specs=[("depth", 500)])
-def test_payload_fuzz_all(new_store: StoreFactory, specs: list[Any]) -> None:
-    run_case(payload_case(new_store(), specs))
-
-
-@settings(PROFILE_SETTINGS)
-@given(specs=st.lists(relays(max_depth=60), min_size=1, max_size=4))
 @example(specs=[("binary", lie) for lie in BINARY_LIES])
 @example(specs=[("size", 1_048_577), ("size", 999_000)])
-def test_payload_fuzz_known_good(new_store: StoreFactory, specs: list[Any]) -> None:
-    run_case(payload_case(new_store(), list(specs)))
+def test_payload_fuzz(new_store: StoreFactory, specs: list[Any]) -> None:
+    run_case(payload_case(new_store(), specs))
 
 
 # -- reconnect timing ----------------------------------------------------------------------------------
