@@ -189,7 +189,8 @@ async def test_it(delivery_server, delivery_client):
     )
     result = run(pytester)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*TimeoutError: 0 of 1 'news' events on / in 0.2 s; received: ?('other', 1)?"])
+    line = "*TimeoutError: 0 of 1 'news' events on / in 0.2 s; received: ?('other', 1)?"
+    result.stdout.fnmatch_lines([line])
 
 
 def test_app_fixtures_without_pytest_asyncio_say_what_to_do(pytester: pytest.Pytester) -> None:
