@@ -64,6 +64,16 @@ def test_the_example_is_the_one_in_the_docs() -> None:
         assert body in doc.read_text(), f"{doc} does not show the tested example"
 
 
+def test_an_async_factory_is_refused_with_the_reason() -> None:
+    from socketio_delivery_pytest import DeliveryServer
+
+    async def create_app(store_url: str) -> None:
+        raise AssertionError("not called")
+
+    with pytest.raises(TypeError, match="an app factory must be a plain function"):
+        DeliveryServer(create_app, "memory://")
+
+
 def test_every_kind_of_app_is_served_and_restarted_on_the_same_port(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(myapp=MYAPP)
     pytester.makepyfile(

@@ -57,8 +57,19 @@ CLIENT_DEFAULTS: Mapping[str, Any] = {
 
 
 def _is_asgi(app: object) -> bool:
-    call = getattr(app, "__call__", None)  # noqa: B004 - a bound __call__, not callable()
-    return inspect.iscoroutinefunction(app) or inspect.iscoroutinefunction(call)
+    call = app if inspect.iscoroutinefunction(app) else getattr(app, "__call__", None)  # noqa: B004
+    if not inspect.iscoroutinefunction(call):
+        return False
+    try:
+        inspect.signature(call).bind(None, None, None)
+    except TypeError:
+        raise TypeError(
+            f"{app!r} is async but not an ASGI app (scope, receive, send); an app factory must be "
+            "a plain function: def create_app(store_url)"
+        ) from None
+    except ValueError:  # no signature to read: trust it
+        pass
+    return True
 
 
 def _is_factory(app: object) -> bool:
