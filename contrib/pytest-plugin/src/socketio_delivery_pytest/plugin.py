@@ -29,12 +29,33 @@ Installed with ``pip install socketio-delivery-pytest``; pytest loads it by itse
                     await store.persist("chat", {"text": "hi"})
             asyncio.run(main())
 
+``delivery_server`` (async, needs pytest-asyncio)
+    ``await delivery_server(app)`` serves the app under test under uvicorn on a free
+    ``127.0.0.1`` port; ``app`` is a ``Delivery``, a ``socketio.AsyncServer``, an ASGI app,
+    or a plain function ``create_app(store_url)`` that builds one on the configured store.
+    The :class:`~socketio_delivery_pytest.app.DeliveryServer` it returns has ``.url``,
+    ``.sio``, ``await .restart()`` (same port; the clients reconnect) and ``await .stop()``;
+    every server is stopped after the test.
+
+``delivery_client`` (async, needs pytest-asyncio)
+    ``await delivery_client(server)`` gives a connected
+    :class:`~socketio_delivery_pytest.app.DeliveryTestClient` (a ``DeliveryClient`` with fast
+    reconnects that records what it receives); shut down after the test::
+
+        async def test_my_client_misses_nothing_across_a_drop(delivery_server, delivery_client):
+            server = await delivery_server(create_app)
+            client = await delivery_client(server)
+            await client.drop()
+            await server.sio.emit("news", "while you were away")
+            assert await client.wait_for("news") == ["while you were away"]
+
 ``delivery_store_url``
     The configured URL: ``--delivery-store-url`` on the command line first, then
     the ini option ``delivery_store_url``, else ``memory://``. ``{tmp_path}`` in
     the URL is replaced by the test's temporary directory, so
     ``--delivery-store-url 'sqlite:///{tmp_path}/events.db'`` gives every test a
-    fresh database file.
+    fresh database file. A URL that cannot be parsed, or whose scheme has no installed
+    store, stops pytest at startup with one usage error.
 """
 
 from __future__ import annotations
@@ -44,11 +65,18 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import pytest
-from socketio_delivery import EventStore, open_store
+from socketio_delivery import ConfigurationError, EventStore, available_schemes, open_store
+from socketio_delivery.config import parse_url
+from socketio_delivery.registry import INSTALL_HINTS
+
+from .app import DeliveryClientFactory, DeliveryServerFactory
 
 __all__ = [
     "DEFAULT_URL",
     "DeliveryStoreFactory",
+    "check_url",
+    "delivery_client",
+    "delivery_server",
     "delivery_store",
     "delivery_store_factory",
     "delivery_store_opener",
@@ -82,6 +110,40 @@ def configured_url(config: pytest.Config) -> str:
     if not url:
         url = config.getini(INI)
     return str(url) if url else DEFAULT_URL
+
+
+def check_url(url: str) -> None:
+    """Raise :class:`ConfigurationError` for a URL that cannot be parsed or has no installed store.
+
+    Nothing is constructed or connected: a server that is down is the tests' business.
+    """
+    scheme = parse_url(url.replace("{tmp_path}", "/tmp")).scheme
+    installed = available_schemes()
+    if scheme in installed:
+        return
+    listed = ", ".join(installed) or "none"
+    if scheme in INSTALL_HINTS:
+        raise ConfigurationError(
+            f"the store URL {url!r} needs an adapter that is not installed: "
+            f"pip install '{INSTALL_HINTS[scheme]}' (installed schemes: {listed})"
+        )
+    raise ConfigurationError(f"no store is installed for the scheme {scheme!r}; installed schemes: {listed}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A bad store URL is one usage error at startup, not an error in every test that uses it.
+
+    A scheme added with ``socketio_delivery.register()`` must be registered when ``conftest.py``
+    is imported (at module level) to be known here.
+    """
+    if config.getoption("help", default=False):
+        return
+    url = configured_url(config)
+    try:
+        check_url(url)
+    except ConfigurationError as exc:
+        source = OPTION if config.getoption("delivery_store_url", default=None) else f"ini {INI}"
+        raise pytest.UsageError(f"{source}: {exc}") from None
 
 
 @pytest.fixture
@@ -148,7 +210,7 @@ try:
 except ImportError:  # pragma: no cover - without pytest-asyncio the hook below explains
     _async_fixture = pytest.fixture  # type: ignore[assignment]
 
-_ASYNC_FIXTURES = ("delivery_store", "delivery_store_factory")
+_ASYNC_FIXTURES = ("delivery_store", "delivery_store_factory", "delivery_server", "delivery_client")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -176,3 +238,33 @@ async def delivery_store_factory(delivery_store_url: str) -> AsyncIterator[Deliv
 async def delivery_store(delivery_store_factory: DeliveryStoreFactory) -> EventStore:
     """An opened store of the configured URL (default ``memory://``), closed after the test."""
     return await delivery_store_factory()
+
+
+@_async_fixture
+async def delivery_server(delivery_store_url: str) -> AsyncIterator[DeliveryServerFactory]:
+    """``await delivery_server(app)``: the app served on a free 127.0.0.1 port, stopped after the test.
+
+    ``app`` is a ``Delivery``, a ``socketio.AsyncServer``, an ASGI app, or a plain function
+    ``create_app(store_url)`` that builds one on the configured store (``memory://`` by default).
+    The :class:`~socketio_delivery_pytest.app.DeliveryServer` has ``.url``, ``.sio``,
+    ``await .restart()`` and ``await .stop()``.
+    """
+    factory = DeliveryServerFactory(delivery_store_url)
+    try:
+        yield factory
+    finally:
+        await factory.aclose()
+
+
+@_async_fixture
+async def delivery_client(delivery_server: DeliveryServerFactory) -> AsyncIterator[DeliveryClientFactory]:
+    """``await delivery_client(server_or_url, **options)``: a connected client that records events.
+
+    Fast reconnects by default; every client is shut down after the test, before the servers stop.
+    ``await client.drop()`` cuts its transport (it reconnects and recovers by itself).
+    """
+    factory = DeliveryClientFactory()
+    try:
+        yield factory
+    finally:
+        await factory.aclose()
