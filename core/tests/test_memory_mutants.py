@@ -19,7 +19,7 @@ from socketio_delivery import (
     Reservation,
     register,
 )
-from socketio_delivery.memory import MemoryEventStore, _Stream
+from socketio_delivery.memory import MemoryEventStore
 from socketio_delivery.registry import unregister
 from socketio_delivery.testing import EventStoreConformance
 from socketio_delivery.validate import check_offset, check_stream
@@ -28,20 +28,26 @@ from socketio_delivery.validate import check_offset, check_stream
 class GeneratesThenInserts(MemoryEventStore):
     """Takes an offset, yields to the loop, then inserts: the classic late-arrival race."""
 
+    def __init__(self, options: Any = None) -> None:
+        super().__init__(options)
+        self._log: dict[str, list[Event]] = {}
+        self._counter = itertools.count(1)
+
     async def persist(
         self, stream: str, data: Any, *, rooms: Collection[str] = (), exclude: Collection[str] = ()
     ) -> Event:
         check_stream(stream)
-        s = self._streams.setdefault(stream, _Stream())
-        s.last_seq += 1
-        seq = s.last_seq
+        seq = next(self._counter)
         if seq % 2:
             await asyncio.sleep(0.002)
         event = Event(self._offset(seq), data, tuple(rooms), tuple(exclude), time.time())
-        at = next((i for i, n in enumerate(s.seqs) if n > seq), len(s.seqs))
-        s.seqs.insert(at, seq)
-        s.events.insert(at, event)
+        log = self._log.setdefault(stream, [])
+        log.insert(next((i for i, e in enumerate(log) if e.offset > event.offset), len(log)), event)
         return event
+
+    async def fetch_since(self, stream: str, offset: str | None, **kw: Any) -> list[Event]:
+        after = "" if offset is None else offset
+        return [e for e in self._log.get(stream, []) if e.offset > after][: kw.get("limit", 500)]
 
 
 class ClaimsInTwoSteps(MemoryEventStore):
@@ -71,8 +77,7 @@ class HasNoEpoch(MemoryEventStore):
 class FetchesInclusive(MemoryEventStore):
     async def fetch_since(self, stream: str, offset: str | None, **kw: Any) -> list[Event]:
         events = await super().fetch_since(stream, offset, **kw)
-        s = self._streams.get(stream)
-        same = [e for e in (s.events if s else []) if e.offset == offset]
+        same = [e for e in await super().fetch_since(stream, None, limit=10_000) if e.offset == offset]
         return same + events
 
 
