@@ -154,6 +154,26 @@ class OverflowsOnHugeCounters(MemoryEventStore):
         return seq
 
 
+class ScansForRooms(MemoryEventStore):
+    """Filters rooms with a loop over every event after the offset, as the memory store did."""
+
+    async def fetch_since(
+        self, stream: str, offset: str | None, *, rooms: Collection[str] | None = None, limit: int = 500
+    ) -> list[Event]:
+        first = await super().fetch_since(stream, offset, limit=1)  # the checks
+        s = self._streams.get(stream)
+        if rooms is None or s is None or not first:
+            return await super().fetch_since(stream, offset, rooms=rooms, limit=limit)
+        wanted = set(rooms)
+        seqs = []
+        for i in range(s.start + (self._seq_of(first[0].offset) - s.base - s.start), len(s.rooms)):
+            if not s.rooms[i] or not wanted.isdisjoint(s.rooms[i]):
+                seqs.append(s.base + i)
+                if len(seqs) == limit:
+                    break
+        return [s.event(seq, self.epoch) for seq in seqs]
+
+
 CASES: list[tuple[type[MemoryEventStore], str]] = [
     (GeneratesThenInserts, "test_no_late_arrivals_under_concurrent_writer_tasks"),
     (ClaimsInTwoSteps, "test_concurrent_claims_have_exactly_one_winner"),
@@ -168,6 +188,7 @@ CASES: list[tuple[type[MemoryEventStore], str]] = [
     (AcceptsOffsetsAhead, "test_offset_ahead_of_the_stream_is_unavailable"),
     (MatchesUnanchored, "test_offsets_with_junk_around_them_raise_invalid_offset"),
     (OverflowsOnHugeCounters, "test_counters_past_63_bits_raise_an_offset_error"),
+    (ScansForRooms, "test_room_filtered_read_does_not_grow_with_the_stream"),
 ]
 
 _schemes = (f"broken{n}" for n in itertools.count())

@@ -110,3 +110,16 @@ def test_room_index_follows_retention_and_releases_rooms() -> None:
             assert [e.data for e in page] == sorted(everyone + g1 + [4999])[:3]
 
     run(body())
+
+
+def test_a_page_may_say_how_far_it_looked_and_plain_lists_still_work() -> None:
+    from socketio_delivery.store import Event, Page, read_on_from
+
+    one, two = Event("e-01", 1), Event("e-02", 2)
+    assert read_on_from([one, two], None) == "e-02"
+    assert read_on_from([], "e-00") == "e-00"
+    assert read_on_from(Page([one], examined="e-09"), None) == "e-09"
+    assert read_on_from(Page([one, two]), "e-00") == "e-02"
+    assert read_on_from(Page([two], examined="e-01"), None) == "e-02"  # never backwards
+    assert Page([one]) == [one]
+    assert isinstance(Page(), list)
