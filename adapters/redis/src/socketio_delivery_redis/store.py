@@ -100,7 +100,8 @@ class RedisOptions(AdapterOptions):
     ``prefix``: first part of every key the store creates (no braces, no spaces), so
     several applications can share one database. ``max_batch``: most events one round
     trip carries. ``scan_count``: most entries one ``fetch_since`` step examines when
-    filtering by rooms. ``trim_chunk``: most events one retention step removes by count.
+    filtering by rooms a stream written before the room index (else the index answers).
+    ``trim_chunk``: most events one retention step removes.
     ``retention_interval``: seconds between background retention runs over every
     stream (``None``: only on persist and :meth:`~RedisEventStore.trim`).
     ``retries``: retries of a command after a connection error or timeout (clients
