@@ -101,8 +101,9 @@ def test_third_party_store_passes_the_conformance_suite_with_one_subclass(
         python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_conformance.py", cwd=package
     )
     summary = out.strip().splitlines()[-1]
-    # The acme file store declares DURABLE and MULTI_PROCESS: every test runs (none skips) and passes.
-    assert re.fullmatch(r"\d+ passed(, \d+ warnings?)? in [\d.]+s.*", summary), out
+    # The acme file store declares DURABLE and MULTI_PROCESS: every test runs and passes, but the
+    # one its test class declares it fails (room_reads_scan: its room filter walks the stream).
+    assert re.fullmatch(r"\d+ passed, 1 skipped(, \d+ warnings?)? in [\d.]+s.*", summary), out
 
 
 def test_the_acme_store_is_short_and_the_docs_show_it_as_it_is() -> None:

@@ -19,7 +19,7 @@ from socketio_delivery import (
     Reservation,
     register,
 )
-from socketio_delivery.memory import MemoryEventStore, _Stream
+from socketio_delivery.memory import MemoryEventStore
 from socketio_delivery.registry import unregister
 from socketio_delivery.testing import EventStoreConformance
 from socketio_delivery.validate import check_offset, check_stream
@@ -28,20 +28,26 @@ from socketio_delivery.validate import check_offset, check_stream
 class GeneratesThenInserts(MemoryEventStore):
     """Takes an offset, yields to the loop, then inserts: the classic late-arrival race."""
 
+    def __init__(self, options: Any = None) -> None:
+        super().__init__(options)
+        self._log: dict[str, list[Event]] = {}
+        self._counter = itertools.count(1)
+
     async def persist(
         self, stream: str, data: Any, *, rooms: Collection[str] = (), exclude: Collection[str] = ()
     ) -> Event:
         check_stream(stream)
-        s = self._streams.setdefault(stream, _Stream())
-        s.last_seq += 1
-        seq = s.last_seq
+        seq = next(self._counter)
         if seq % 2:
             await asyncio.sleep(0.002)
         event = Event(self._offset(seq), data, tuple(rooms), tuple(exclude), time.time())
-        at = next((i for i, n in enumerate(s.seqs) if n > seq), len(s.seqs))
-        s.seqs.insert(at, seq)
-        s.events.insert(at, event)
+        log = self._log.setdefault(stream, [])
+        log.insert(next((i for i, e in enumerate(log) if e.offset > event.offset), len(log)), event)
         return event
+
+    async def fetch_since(self, stream: str, offset: str | None, **kw: Any) -> list[Event]:
+        after = "" if offset is None else offset
+        return [e for e in self._log.get(stream, []) if e.offset > after][: kw.get("limit", 500)]
 
 
 class ClaimsInTwoSteps(MemoryEventStore):
@@ -71,8 +77,7 @@ class HasNoEpoch(MemoryEventStore):
 class FetchesInclusive(MemoryEventStore):
     async def fetch_since(self, stream: str, offset: str | None, **kw: Any) -> list[Event]:
         events = await super().fetch_since(stream, offset, **kw)
-        s = self._streams.get(stream)
-        same = [e for e in (s.events if s else []) if e.offset == offset]
+        same = [e for e in await super().fetch_since(stream, None, limit=10_000) if e.offset == offset]
         return same + events
 
 
@@ -149,6 +154,26 @@ class OverflowsOnHugeCounters(MemoryEventStore):
         return seq
 
 
+class ScansForRooms(MemoryEventStore):
+    """Filters rooms with a loop over every event after the offset, as the memory store did."""
+
+    async def fetch_since(
+        self, stream: str, offset: str | None, *, rooms: Collection[str] | None = None, limit: int = 500
+    ) -> list[Event]:
+        first = await super().fetch_since(stream, offset, limit=1)  # the checks
+        s = self._streams.get(stream)
+        if rooms is None or s is None or not first:
+            return await super().fetch_since(stream, offset, rooms=rooms, limit=limit)
+        wanted = set(rooms)
+        seqs = []
+        for i in range(s.start + (self._seq_of(first[0].offset) - s.base - s.start), len(s.rooms)):
+            if not s.rooms[i] or not wanted.isdisjoint(s.rooms[i]):
+                seqs.append(s.base + i)
+                if len(seqs) == limit:
+                    break
+        return [s.event(seq, self.epoch) for seq in seqs]
+
+
 CASES: list[tuple[type[MemoryEventStore], str]] = [
     (GeneratesThenInserts, "test_no_late_arrivals_under_concurrent_writer_tasks"),
     (ClaimsInTwoSteps, "test_concurrent_claims_have_exactly_one_winner"),
@@ -163,6 +188,7 @@ CASES: list[tuple[type[MemoryEventStore], str]] = [
     (AcceptsOffsetsAhead, "test_offset_ahead_of_the_stream_is_unavailable"),
     (MatchesUnanchored, "test_offsets_with_junk_around_them_raise_invalid_offset"),
     (OverflowsOnHugeCounters, "test_counters_past_63_bits_raise_an_offset_error"),
+    (ScansForRooms, "test_room_filtered_read_does_not_grow_with_the_stream"),
 ]
 
 _schemes = (f"broken{n}" for n in itertools.count())

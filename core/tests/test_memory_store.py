@@ -49,7 +49,8 @@ def test_trimmed_events_are_released_from_memory() -> None:
             for i in range(5000):
                 await store.persist("s", i)
             held = store._streams["s"]
-            assert len(held.events) <= 2 * 1024 + 10
+            assert len(held.texts) <= 2 * 1024 + 10
+            assert len(held.everyone.seqs) <= 2 * 1024 + 10
             assert [e.data for e in await read_all(store, "s")] == list(range(4990, 5000))
 
     run(body())
@@ -89,3 +90,36 @@ def test_max_bytes_must_be_a_positive_int() -> None:
     for bad in ("0", "-5", "lots"):
         with pytest.raises(ConfigurationError):
             open_store(f"memory://?max_bytes={bad}")
+
+
+def test_room_index_follows_retention_and_releases_rooms() -> None:
+    async def body() -> None:
+        async with opened_store("memory://", max_events=50) as store:
+            assert isinstance(store, MemoryEventStore)
+            for i in range(5000):
+                rooms = () if i % 7 == 0 else (f"u{i}", f"g{i % 3}") if i % 2 else (f"u{i}",)
+                await store.persist("s", i, rooms=rooms)
+            held = store._streams["s"]
+            assert len(held.rooms_index) <= 50 + 3
+            assert len(held.texts) <= 2 * 1024 + 60
+            everyone = [i for i in range(4950, 5000) if i % 7 == 0]
+            g1 = [i for i in range(4950, 5000) if i % 7 and i % 2 and i % 3 == 1]
+            got = [e.data for e in await read_all(store, "s", rooms=["g1", "nobody"])]
+            assert got == sorted(everyone + g1)
+            page = await store.fetch_since("s", None, rooms=["g1", "g1", "u4999"], limit=3)
+            assert [e.data for e in page] == sorted(everyone + g1 + [4999])[:3]
+
+    run(body())
+
+
+def test_a_page_may_say_how_far_it_looked_and_plain_lists_still_work() -> None:
+    from socketio_delivery.store import Event, Page, read_on_from
+
+    one, two = Event("e-01", 1), Event("e-02", 2)
+    assert read_on_from([one, two], None) == "e-02"
+    assert read_on_from([], "e-00") == "e-00"
+    assert read_on_from(Page([one], examined="e-09"), None) == "e-09"
+    assert read_on_from(Page([one, two]), "e-00") == "e-02"
+    assert read_on_from(Page([two], examined="e-01"), None) == "e-02"  # never backwards
+    assert Page([one]) == [one]
+    assert isinstance(Page(), list)

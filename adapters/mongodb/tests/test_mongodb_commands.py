@@ -2,11 +2,15 @@
 
 Proves from the real commands (not from the code) that every operation of the store works
 on a **standalone** server, with no transaction and no change stream, and that
-``fetch_since`` reads are bounded and index-served (``limit``, ``projection``, ``hint``).
+``fetch_since`` reads are bounded and index-served (``limit``, ``projection``, ``hint``): the
+server's own ``explain`` (SecantusDB answers it as mongod does: ``queryPlanner.winningPlan``
+and ``executionStats``) shows an ``IXSCAN`` of ``by_room`` examining only the wanted entries.
 """
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -137,3 +141,49 @@ async def test_fetch_since_sends_bounded_projected_hinted_finds(
             assert body["hint"] == index
             assert body["sort"] == {"q": 1}
             assert body["filter"]["q"].keys() == {"$gt", "$lte"}, "a closed range of offsets"
+
+
+def _stages(plan: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """Every stage of a ``winningPlan`` tree, outermost first."""
+    out = [plan]
+    for key in ("inputStage", "queryPlan"):
+        if isinstance(plan.get(key), Mapping):
+            out += _stages(plan[key])
+    for child in plan.get("inputStages", ()):
+        out += _stages(child)
+    return out
+
+
+async def test_room_filtered_fetch_is_served_by_the_room_index_per_the_servers_explain(
+    watched: tuple[MongoEventStore, Recorder],
+) -> None:
+    """The exact finds a room-filtered ``fetch_since`` sends, explained by the server: an index scan
+    of ``by_room`` ((stream, room, seq)) examining the wanted room's entries, not the stream's."""
+    store, recorder = watched
+    await store.close()  # reopen without retention: the stream must stay long
+    store.options = dataclasses.replace(store.options, max_events=None)
+    await store.open()
+    for start in range(0, 3000, 500):
+        await asyncio.gather(
+            *(store.persist("/chat", i, rooms=[f"o{i % 50}"]) for i in range(start, start + 500))
+        )
+    mine = [await store.persist("/chat", {"mine": i}, rooms=["a"]) for i in range(5)]
+    await store.persist("/chat", "everyone")
+    recorder.commands.clear()
+    page = await store.fetch_since("/chat", None, rooms=["a"])
+    assert [e.offset for e in page[:5]] == [e.offset for e in mine]
+    finds = recorder.of("find", "sio_events")
+    assert len(finds) == 2
+    db = store._db  # the store's database, on the recorded client
+    for body in finds:
+        command = {k: body[k] for k in ("find", "filter", "sort", "limit", "hint", "projection")}
+        explained = await db.command("explain", command, verbosity="executionStats")
+        stages = _stages(explained["queryPlanner"]["winningPlan"])
+        scans = [s for s in stages if s.get("stage") == "IXSCAN"]
+        assert scans, f"no index scan: {stages}"
+        assert {s.get("indexName") for s in scans} == {"by_room"}, scans
+        assert not [s for s in stages if s.get("stage") == "COLLSCAN"], stages
+        # What was examined is the wanted room's entries (5) or the broadcast ones (1), not 3,000.
+        stats = explained["executionStats"]
+        assert stats["totalKeysExamined"] <= 5, stats
+        assert stats["totalDocsExamined"] <= 5, stats

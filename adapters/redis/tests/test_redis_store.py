@@ -28,7 +28,7 @@ from socketio_delivery.errors import (
     StoreError,
     StoreUnavailableError,
 )
-from socketio_delivery.store import Capability, KeyState
+from socketio_delivery.store import Capability, KeyState, Page, read_on_from
 from socketio_delivery.testing import assert_same_events, read_all
 from socketio_delivery_redis import RedisEventStore, RedisOptions, _scripts
 from socketio_delivery_redis.store import _StreamKeys
@@ -379,6 +379,8 @@ async def test_keys_of_one_stream_share_a_cluster_slot_and_are_documented(
     for name in ("/", "/chat", "{x}", "a}b{c", "%7B", "ñ"):
         keys = _StreamKeys(p, name, "w")
         assert key_slot(keys.events) == key_slot(keys.meta) == key_slot(keys.writer), name
+        base = keys.meta[: -len(b"meta")]  # the room index keys the scripts build from it
+        assert key_slot(base + b"all") == key_slot(base + b"r:{room}") == key_slot(keys.events), name
     assert _StreamKeys(p, "{x}", "w").events != _StreamKeys(p, "%7Bx%7D", "w").events
     await store.persist("/chat", 1, rooms=["r"])
     await store.last_offset("/idle")
@@ -390,6 +392,7 @@ async def test_keys_of_one_stream_share_a_cluster_slot_and_are_documented(
         f"{p}:streams",
         f"{p}:{{/chat}}:events",
         f"{p}:{{/chat}}:meta",
+        f"{p}:{{/chat}}:r:r",
         f"{p}:{{/idle}}:meta",
         writer,
         f"{p}:session:pid",
@@ -456,22 +459,112 @@ async def test_a_leased_save_writes_the_leased_form_with_the_ttl(
 
 
 # -- reads and retention ----------------------------------------------------------------------
-async def test_room_filtered_fetch_reads_in_bounded_steps(admin: redis.Redis, server: RedisServer) -> None:
+def _script_calls(admin: redis.Redis) -> int:
+    return command_calls(admin, "evalsha") + command_calls(admin, "eval")
+
+
+def _drop_room_index(admin: redis.Redis, store: RedisEventStore, stream: str) -> None:
+    """Make ``stream`` look written by a version without the room index."""
+    keys = _StreamKeys(store.options.prefix, stream, "")
+    admin.hdel(keys.meta, "ix", "ig")
+    base = keys.meta[: -len(b"meta")]
+    for key in [*admin.scan_iter(match=base + b"r:*"), base + b"all"]:
+        admin.delete(key)
+
+
+async def test_room_filtered_fetch_reads_the_room_index_in_one_step(
+    admin: redis.Redis, server: RedisServer
+) -> None:
     store = RedisEventStore.from_url(server.url, prefix=prefix(), scan_count=100)
     await store.open()
     try:
         for _ in range(4):
             await asyncio.gather(*(store.persist("/", "noise", rooms=["x"]) for _ in range(250)))
         wanted = [await store.persist("/", i, rooms=["y"]) for i in range(3)]
+        everyone = await store.persist("/", "all")
+        await store.fetch_since("/", everyone.offset, rooms=["y"])  # the script is loaded
         admin.config_resetstat()
-        got = await store.fetch_since("/", None, rooms=["y"], limit=10)
-        assert_same_events(got, wanted)
-        steps = command_calls(admin, "evalsha") + command_calls(admin, "eval")
-        assert steps >= 10, f"1003 entries examined 100 at a time, in {steps} script calls"
-        assert await store.fetch_since("/", wanted[-1].offset, rooms=["y"]) == []
+        got = await store.fetch_since("/", None, rooms=["y", "nobody"], limit=10)
+        assert_same_events(got, [*wanted, everyone])
+        assert _script_calls(admin) == 1, "k + 1 index ranges merged in one script call"
+        assert_same_events(await store.fetch_since("/", None, rooms=["y"], limit=2), wanted[:2])
+        assert_same_events(await store.fetch_since("/", wanted[0].offset, rooms=[]), [everyone])
+        assert await store.fetch_since("/", everyone.offset, rooms=["y"]) == []
         many_rooms = [await store.persist("/", "wide", rooms=[f"r{i}" for i in range(300)])]
-        assert_same_events(await store.fetch_since("/", wanted[-1].offset, rooms=["r299"]), many_rooms)
-        assert_same_events(await store.fetch_since("/", wanted[-1].offset, rooms=["r300"]), [])
+        assert_same_events(await store.fetch_since("/", everyone.offset, rooms=["r299"]), many_rooms)
+        assert_same_events(await store.fetch_since("/", everyone.offset, rooms=["r300"]), [])
+        both = await store.persist("/", "both", rooms=["y", "z", "y"])
+        assert_same_events(await store.fetch_since("/", many_rooms[0].offset, rooms=["z", "y"]), [both])
+    finally:
+        await store.close()
+
+
+async def test_streams_written_before_the_room_index_still_fetch_by_scanning(
+    admin: redis.Redis, server: RedisServer
+) -> None:
+    store = RedisEventStore.from_url(server.url, prefix=prefix(), scan_count=100)
+    await store.open()
+    try:
+        for _ in range(4):
+            await asyncio.gather(*(store.persist("/", "noise", rooms=["x"]) for _ in range(250)))
+        old = [await store.persist("/", i, rooms=["y"]) for i in range(3)]
+        _drop_room_index(admin, store, "/")
+        new = [await store.persist("/", i, rooms=["y"]) for i in range(3, 5)]  # indexed from here on
+        await store.fetch_since("/", new[-1].offset, rooms=["y"])  # the script is loaded
+        admin.config_resetstat()
+        assert_same_events(await read_all(store, "/", rooms=["y"], limit=10), [*old, *new])
+        assert _script_calls(admin) >= 10, "1005 entries from before the index, 100 a scan step"
+        admin.config_resetstat()
+        assert_same_events(await store.fetch_since("/", old[-1].offset, rooms=["y"]), new)
+        assert _script_calls(admin) == 1, "after the index began: the index"
+        assert_same_events(await store.fetch_since("/", old[0].offset, rooms=["y"]), [*old[1:], *new])
+    finally:
+        await store.close()
+
+
+async def test_a_short_scanned_page_says_how_far_it_looked(admin: redis.Redis, server: RedisServer) -> None:
+    store = RedisEventStore.from_url(server.url, prefix=prefix(), scan_count=100)
+    await store.open()
+    try:
+        first = await store.persist("/", "first", rooms=["y"])
+        for _ in range(6):
+            await asyncio.gather(*(store.persist("/", "noise", rooms=["x"]) for _ in range(250)))
+        last = await store.persist("/", "last", rooms=["y"])
+        _drop_room_index(admin, store, "/")
+        await store.fetch_since("/", last.offset, rooms=["y"])  # the script is loaded
+        admin.config_resetstat()
+        page = await store.fetch_since("/", None, rooms=["y"], limit=10)
+        assert_same_events(page, [first])  # ten scan steps found one event: a short page
+        assert isinstance(page, Page)
+        assert page.examined is not None
+        assert first.offset < page.examined < last.offset
+        rest = await store.fetch_since("/", read_on_from(page, None), rooms=["y"], limit=10)
+        assert_same_events(rest, [last])
+        steps = _script_calls(admin)
+        assert steps <= 17, f"1502 entries, 100 a step, none twice: {steps} script calls"
+    finally:
+        await store.close()
+
+
+async def test_retention_trims_the_room_index_with_the_stream(
+    admin: redis.Redis, server: RedisServer
+) -> None:
+    store = RedisEventStore.from_url(server.url, prefix=prefix(), max_events=50, retention_interval=None)
+    await store.open()
+    try:
+        for start in range(0, 600, 100):
+            await asyncio.gather(
+                *(store.persist("/", i, rooms=[f"u{i}"] if i % 5 else []) for i in range(start, start + 100))
+            )
+        assert await store.trim("/") >= 0
+        keys = _StreamKeys(store.options.prefix, "/", "")
+        base = keys.meta[: -len(b"meta")]
+        assert admin.xlen(keys.events) == 50
+        rooms = list(admin.scan_iter(match=base + b"r:*", count=1000))
+        assert len(rooms) == 40, "the rooms of the 50 retained events, the emptied ones deleted"
+        assert admin.xlen(base + b"all") == 10
+        got = await store.fetch_since("/", None, rooms=["u599", "u598", "u1"])
+        assert [e.data for e in got] == [i for i in range(550, 600) if i % 5 == 0 or i in (598, 599)]
     finally:
         await store.close()
 

@@ -6,8 +6,17 @@ Every stream has keys sharing the hash tag ``{<stream>}`` (see ``store._StreamKe
   one ``r`` field per room and one ``x`` field per excluded sid (repeated fields; past
   :data:`INLINE_LIMIT` of them, one ``R`` / ``X`` field holding a JSON array instead).
 * ``<prefix>:{<stream>}:meta``: a hash: ``epoch`` (random tag of this incarnation of the
-  stream), ``last`` (id of the newest entry ever added, ``0-0`` before the first) and
-  ``lwm`` (low-water mark: id of the newest entry retention removed).
+  stream), ``last`` (id of the newest entry ever added, ``0-0`` before the first),
+  ``lwm`` (low-water mark: id of the newest entry retention removed), ``ix`` (every entry
+  after this id is in the room index; streams written before the index have the entries
+  up to it unindexed, and reads from before it scan) and ``ig`` (index entries up to this
+  id are left overs of an earlier epoch of a wiped stream, ignored).
+* ``<prefix>:{<stream>}:r:<room>``: the room index of ``<room>``, a Redis stream holding
+  the id of every event addressed to it (same id, one empty field ``e``), and
+  ``<prefix>:{<stream>}:all``: the same for events addressed to everyone. Written by the
+  persist script with the event, trimmed by retention with it (the trimmed entries' rooms
+  name the index keys to trim; an emptied room index is deleted). The scripts build these
+  names from the meta key, so they share its hash tag (one cluster slot).
 * ``<prefix>:{<stream>}:w:<writer>``: the last batch one store object appended (its token
   and the ids it got), for 60 s, so a batch re-sent after a lost reply is not appended twice.
 
@@ -80,6 +89,53 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The room index: one Redis stream per room, '<base>r:<room>', and one for the events to
+-- everyone, '<base>all', holding the event ids (same id, one empty field). <base> is the
+-- stream's key prefix with its hash tag, so every index key is in the stream's slot.
+local function base_of(meta)
+  return string.sub(meta, 1, #meta - 4)
+end
+
+-- The rooms of an entry's fields (repeated 'r' fields, or one 'R' JSON array).
+local function rooms_of(f)
+  local rooms = {}
+  for j = 1, #f, 2 do
+    if f[j] == 'r' then
+      rooms[#rooms + 1] = f[j + 1]
+    elseif f[j] == 'R' then
+      for _, room in ipairs(cjson.decode(f[j + 1])) do rooms[#rooms + 1] = room end
+    end
+  end
+  return rooms
+end
+
+local function index_add(key, id)
+  local ok = redis.pcall('XADD', key, id, 'e', '')
+  if type(ok) == 'table' and ok.err then
+    -- Left over from an earlier epoch with later ids (a clock that went back): start it again.
+    redis.call('DEL', key)
+    redis.call('XADD', key, id, 'e', '')
+  end
+end
+
+-- Drop the index entries of the stream entries up to `cut` (`entries`: those entries).
+local function index_trim(meta, entries, cut)
+  local base, seen = base_of(meta), {}
+  local floor = succ(cut)
+  for _, e in ipairs(entries) do
+    local rooms = rooms_of(e[2])
+    if #rooms == 0 then rooms = {false} end
+    for _, room in ipairs(rooms) do
+      if not seen[room] then
+        seen[room] = true
+        local key = room and (base .. 'r:' .. room) or (base .. 'all')
+        redis.call('XTRIM', key, 'MINID', floor)
+        if room and redis.call('XLEN', key) == 0 then redis.call('DEL', key) end
+      end
+    end
+  end
+end
+
 -- The stream's epoch, or false when it has none or its entries vanished (deleted, evicted).
 local function current_epoch(stream, meta)
   local m = redis.call('HMGET', meta, 'epoch', 'last')
@@ -98,7 +154,10 @@ local function ensure_epoch(stream, meta, candidate)
     local last = '0-0'
     if #top > 0 then last = top[1][1] end
     redis.call('DEL', meta)
-    redis.call('HSET', meta, 'epoch', candidate, 'last', last)
+    -- 'ig': index entries up to it are left overs of an earlier epoch (the index keys of a
+    -- wiped stream may survive it); 'ix': every entry after it is indexed.
+    local ig = string.format('%.0f', now_ms() - 1) .. '-999999999999'
+    redis.call('HSET', meta, 'epoch', candidate, 'last', last, 'ix', last, 'ig', ig)
     epoch = candidate
   end
   return epoch
@@ -135,6 +194,15 @@ local function trim(stream, meta, maxlen, age, chunk, slack_n, slack_ms)
     end
   end
   if not cut then return 0, more end
+  if redis.call('HEXISTS', meta, 'ix') == 1 then
+    -- The dropped entries' rooms say which index streams to trim: at most `chunk` per call.
+    local doomed = redis.call('XRANGE', stream, '-', cut, 'COUNT', chunk)
+    if #doomed == chunk and doomed[#doomed][1] ~= cut then
+      cut = doomed[#doomed][1]
+      more = true
+    end
+    index_trim(meta, doomed, cut)
+  end
   local gone = redis.call('XTRIM', stream, 'MINID', succ(cut))
   redis.call('HSET', meta, 'lwm', cut)
   return gone, more
@@ -161,6 +229,11 @@ if prev then
   end
 end
 local out = {ensure_epoch(stream, meta, ARGV[1])}
+if redis.call('HEXISTS', meta, 'ix') == 0 then
+  -- A stream written before the index existed: entries after 'ix' are indexed from now on.
+  redis.call('HSET', meta, 'ix', redis.call('HGET', meta, 'last') or '0-0')
+end
+local base = base_of(meta)
 local i = 8
 while i <= #ARGV do
   local f = {'d', ARGV[i]}
@@ -180,7 +253,16 @@ while i <= #ARGV do
       i = i + n
     end
   end
-  out[#out + 1] = redis.call('XADD', stream, '*', unpack(f))
+  local id = redis.call('XADD', stream, '*', unpack(f))
+  out[#out + 1] = id
+  local rooms, seen = rooms_of(f), {}
+  if #rooms == 0 then index_add(base .. 'all', id) end
+  for _, room in ipairs(rooms) do
+    if not seen[room] then
+      seen[room] = true
+      index_add(base .. 'r:' .. room, id)
+    end
+  end
 end
 redis.call('HSET', meta, 'last', out[#out])
 redis.call('SET', writer, token .. '|' .. table.concat(out, ','), 'PX', 60000)
@@ -215,21 +297,66 @@ return {epoch, redis.call('HGET', KEYS[2], 'last') or '0-0'}
 
 #: KEYS: events, meta. ARGV: start ('-' or '(id'), entries to examine, limit,
 #: filter ('0'/'1'), wanted rooms...
-#: Returns {epoch|nil, lwm|nil, last|nil, last examined id|nil, examined, {entries}}.
+#: Returns {epoch|nil, lwm|nil, last|nil, last examined id|nil, examined, {entries}, indexed}.
+#: Filtering a stream whose room index covers everything after start (``indexed`` = 1): the
+#: k + 1 index ranges (the wanted rooms' and everyone's) are read from start, at most
+#: ``limit`` ids each, merged, and the page's entries fetched by id: O((k + 1) limit), a
+#: complete page (fewer than ``limit``: nothing more). Otherwise (a stream written before the
+#: index, read from before it) ``entries to examine`` entries are scanned and filtered.
 FETCH = Script(
     "fetch",
     _COMMON
     + r"""
 local stream, meta = KEYS[1], KEYS[2]
 local epoch = current_epoch(stream, meta)
-if not epoch then return {false, false, false, false, 0, {}} end
-local m = redis.call('HMGET', meta, 'lwm', 'last')
+if not epoch then return {false, false, false, false, 0, {}, 0} end
+local m = redis.call('HMGET', meta, 'lwm', 'last', 'ix', 'ig')
 local window, limit = tonumber(ARGV[2]), tonumber(ARGV[3])
+
+local function indexed_from(start)
+  local ix = m[3]
+  if not ix then return false end
+  if start == '-' then return ix == '0-0' or (m[1] and not id_lt(m[1], ix)) end
+  return not id_lt(string.sub(start, 2), ix)
+end
+
+if ARGV[4] == '1' and indexed_from(ARGV[1]) then
+  -- The exclusive lower bound: after start, after what retention removed, after left overs.
+  local lo = false
+  if ARGV[1] ~= '-' then lo = string.sub(ARGV[1], 2) end
+  for _, bound in ipairs({m[1] or false, m[4] or false}) do
+    if bound and (not lo or id_lt(lo, bound)) then lo = bound end
+  end
+  local from = lo and ('(' .. lo) or '-'
+  local base, keys = base_of(meta), {}
+  keys[1] = base .. 'all'
+  for i = 5, #ARGV do keys[#keys + 1] = base .. 'r:' .. ARGV[i] end
+  local ids, seen = {}, {}
+  for _, key in ipairs(keys) do
+    for _, e in ipairs(redis.call('XRANGE', key, from, '+', 'COUNT', limit)) do
+      if not seen[e[1]] then
+        seen[e[1]] = true
+        local ms, seq = split_id(e[1])
+        ids[#ids + 1] = {ms, seq, e[1]}
+      end
+    end
+  end
+  table.sort(ids, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+  local out = {}
+  for n = 1, math.min(limit, #ids) do
+    local e = redis.call('XRANGE', stream, ids[n][3], ids[n][3])
+    if #e > 0 then out[#out + 1] = e[1] end
+  end
+  local cursor = false
+  if #out > 0 then cursor = out[#out][1] end
+  return {epoch, m[1], m[2], cursor, #out, out, 1}
+end
+
 local entries = redis.call('XRANGE', stream, ARGV[1], '+', 'COUNT', window)
 if ARGV[4] ~= '1' then
   local cursor = false
   if #entries > 0 then cursor = entries[#entries][1] end
-  return {epoch, m[1], m[2], cursor, #entries, entries}
+  return {epoch, m[1], m[2], cursor, #entries, entries, 0}
 end
 local wanted = {}
 for i = 5, #ARGV do wanted[ARGV[i]] = true end
@@ -256,7 +383,7 @@ for _, e in ipairs(entries) do
     if #out >= limit then break end
   end
 end
-return {epoch, m[1], m[2], cursor, examined, out}
+return {epoch, m[1], m[2], cursor, examined, out, 0}
 """,
 )
 

@@ -65,7 +65,7 @@ from socketio_delivery.kit import (
     prepare_persist,
     wrap_driver_errors,
 )
-from socketio_delivery.store import DEFAULT_PAGE_SIZE, Capability, Event, KeyState, Reservation, new_id
+from socketio_delivery.store import DEFAULT_PAGE_SIZE, Capability, Event, KeyState, Page, Reservation, new_id
 from socketio_delivery.validate import check_key, check_stream, check_ttl
 
 from . import _scripts
@@ -100,7 +100,8 @@ class RedisOptions(AdapterOptions):
     ``prefix``: first part of every key the store creates (no braces, no spaces), so
     several applications can share one database. ``max_batch``: most events one round
     trip carries. ``scan_count``: most entries one ``fetch_since`` step examines when
-    filtering by rooms. ``trim_chunk``: most events one retention step removes by count.
+    filtering by rooms a stream written before the room index (else the index answers).
+    ``trim_chunk``: most events one retention step removes.
     ``retention_interval``: seconds between background retention runs over every
     stream (``None``: only on persist and :meth:`~RedisEventStore.trim`).
     ``retries``: retries of a command after a connection error or timeout (clients
@@ -473,7 +474,7 @@ class RedisEventStore:
             need = limit - len(out)
             window = max(need, self.options.scan_count) if filtering else need
             args = [start, window, need, "1" if filtering else "0", *room_args]
-            raw_epoch, raw_lwm, raw_last, cursor, examined, entries = await self._eval(
+            raw_epoch, raw_lwm, raw_last, cursor, examined, entries, indexed = await self._eval(
                 _scripts.FETCH, (keys.events, keys.meta), args, "fetch_since"
             )
             lwm = None if raw_lwm is None else _redis_id(raw_lwm)
@@ -497,10 +498,12 @@ class RedisEventStore:
             assert epoch is not None
             out.extend(self._event(epoch, entry) for entry in entries)
             steps += 1
-            if len(out) >= limit or int(examined) < window or cursor is None:
-                return out
+            if int(indexed) or len(out) >= limit or int(examined) < window or cursor is None:
+                return out  # the room index answers a whole page in one step
             if out and steps >= _STEPS_WITH_RESULTS:
-                return out  # bounded work per call; the caller reads on from the last offset
+                # Bounded work per call. The page says how far it looked (read_on_from): the next
+                # call starts there, not at the last event, so nothing is examined twice.
+                return Page(out, examined=self._offset(epoch, *_redis_id(cursor)))
             start = "(" + _s(cursor)
 
     @staticmethod

@@ -16,7 +16,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from ..store import MAX_PAGE_SIZE, Event, EventStore
+from ..store import MAX_PAGE_SIZE, Event, EventStore, read_on_from
 
 __all__ = [
     "StreamReader",
@@ -39,6 +39,8 @@ async def read_all(
 ) -> list[Event]:
     """Every event of ``stream`` after ``offset``, reading page by page until an empty page.
 
+    Reads on from :attr:`~socketio_delivery.store.Page.examined` when a page has it.
+
     Checks on the way that each page holds at most ``limit`` events and that
     offsets strictly increase.
     """
@@ -53,6 +55,11 @@ async def read_all(
                 f"offset {event.offset!r} does not come after {offset!r}"
             )
             offset = event.offset
+        examined = getattr(page, "examined", None)
+        assert examined is None or examined >= page[-1].offset, (
+            f"Page.examined {examined!r} is before the page's last event {page[-1].offset!r}"
+        )
+        offset = read_on_from(page, offset)
         out.extend(page)
     raise AssertionError(f"{stream!r} did not end after {max_pages} pages")
 

@@ -19,18 +19,24 @@ adapter's project needs only pytest and hypothesis
 (``pip install 'socketio-delivery[testing]'``). Tests that need
 :attr:`~socketio_delivery.Capability.DURABLE` or
 :attr:`~socketio_delivery.Capability.MULTI_PROCESS` skip themselves when the
-store does not declare it.
+store does not declare it. ``test_room_filtered_read_does_not_grow_with_the_stream`` fills a
+stream with 100,000 events (``room_scaling_events`` lowers it; the ratio stays 100); a store
+whose room-filtered reads walk the stream says so in ``room_reads_scan`` (the test then skips
+with that reason).
 """
 
 from __future__ import annotations
 
 from ._processes import ConcurrencyTests
 from ._retention import RetentionTests
+from ._scaling import RoomScalingTests
 from ._state import KeyTests, StateTests
 from ._streams import OffsetTests, StreamTests
 
 __all__ = ["EventStoreConformance"]
 
 
-class EventStoreConformance(StreamTests, OffsetTests, RetentionTests, StateTests, KeyTests, ConcurrencyTests):
+class EventStoreConformance(
+    StreamTests, OffsetTests, RetentionTests, StateTests, KeyTests, ConcurrencyTests, RoomScalingTests
+):
     """Every guarantee of :mod:`socketio_delivery.store`, as tests. Subclass it once per store."""
