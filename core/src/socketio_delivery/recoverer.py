@@ -32,7 +32,7 @@ from .errors import (
 )
 from .recovery import ConnectRequest, SessionState, entitled, session_key
 from .sessions import SessionBook
-from .store import Event, EventStore
+from .store import Event, EventStore, read_on_from
 from .tailer import Tailer
 from .wire import packet_of
 
@@ -261,7 +261,7 @@ class Recoverer:
         explicit: bool,
     ) -> None:
         """Send what the socket missed, then ``reply()`` (the CONNECT reply), then go live."""
-        wanted, room_filter = self._filter(state, explicit)
+        wanted, room_filter = _replay_filter(self.sio, state, explicit)
         sent, cursor = 0, start
         while True:
             target = tailer.position
@@ -281,17 +281,6 @@ class Recoverer:
                 break
         kind = "replayed to" if explicit else "recovered"
         log.info("%s %s on %s: replayed %d events", kind, state.sid, state.namespace, sent)
-
-    def _filter(self, state: SessionState, explicit: bool) -> tuple[Callable[[Event], bool], list[str]]:
-        sid = state.sid
-        if explicit:
-            rooms = set(self.sio.manager.get_rooms(sid, state.namespace)) | {sid}
-
-            def in_rooms(event: Event) -> bool:
-                return sid not in event.exclude and (not event.rooms or not rooms.isdisjoint(event.rooms))
-
-            return in_rooms, list(rooms)
-        return (lambda event: entitled(event, state)), [*state.rooms, sid]
 
     async def _replay_page(
         self,
@@ -314,7 +303,11 @@ class Recoverer:
             if wanted(event):
                 sent += await self._send_one(state, eio_sid, event)
             cursor = event.offset
-        return sent, cursor, not page
+        # a page may say how far the store looked (Page.examined): read on from there
+        cursor = read_on_from(page, cursor) or cursor
+        if cursor > target:
+            return sent, target, True
+        return sent, cursor, not page and getattr(page, "examined", None) is None
 
     async def _send_one(self, state: SessionState, eio_sid: str, event: Event) -> int:
         try:
@@ -326,6 +319,21 @@ class Recoverer:
             return 0
         self.book.sent_to(state.namespace)[state.sid] = event.offset
         return 1
+
+
+def _replay_filter(
+    sio: socketio.AsyncServer, state: SessionState, explicit: bool
+) -> tuple[Callable[[Event], bool], list[str]]:
+    """Which events a replay sends (the explicit recipe: by current rooms), and the rooms to read."""
+    sid = state.sid
+    if explicit:
+        rooms = set(sio.manager.get_rooms(sid, state.namespace)) | {sid}
+
+        def in_rooms(event: Event) -> bool:
+            return sid not in event.exclude and (not event.rooms or not rooms.isdisjoint(event.rooms))
+
+        return in_rooms, list(rooms)
+    return (lambda event: entitled(event, state)), [*state.rooms, sid]
 
 
 def _describe(exc: BaseException) -> str:
