@@ -182,7 +182,7 @@ def payload_of(shake: Handshake, pid: str, seen: list[str]) -> Any:
         payload["pid"] = pid
     elif isinstance(shake.pid, tuple):
         payload["pid"] = shake.pid[1]
-    if shake.offset != "none":
+    if shake.offset not in ("none", None):
         payload["offset"] = _offset(shake.offset, seen)
     return payload
 
