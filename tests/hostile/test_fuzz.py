@@ -114,22 +114,19 @@ class Handshake:
 
 #: CONNECT payloads that are JSON but not an object
 VALID_RAW = ['{"pid": NaN}', '{"pid": Infinity}', '"text"', "12345", "null", "[]", "[" * 200 + "]" * 200]
-#: CONNECT payloads that are not JSON: python-socketio drops the packet (issue 10 item 2, found here)
+#: CONNECT payloads that are not JSON: python-socketio alone dropped the packet (issue 10 item 2, found here)
 BROKEN_JSON = ['{"pid":', "[1,2", "{}}", '{"a":' * 40]
 
 
-def counters(known_defects: bool) -> Any:
-    values = st.one_of(
+def counters() -> Any:
+    return st.one_of(
         st.integers(0, 2**70),
         st.sampled_from([0, 1, 2**32, 2**48, 2**63 - 1, 2**63, 2**63 + 1, 2**64 - 1, 2**64, 2**64 + 1]),
     )
-    if not known_defects:
-        values = values.filter(lambda n: not 2**63 <= n < 2**64)  # SQLite: issue 10 item 2
-    return values
 
 
-def handshakes(known_defects: bool = True) -> Any:
-    text = any_text if known_defects else plain_text
+def handshakes() -> Any:
+    text = any_text
     pid = st.one_of(
         st.just("none"),
         st.just("real"),
@@ -141,11 +138,11 @@ def handshakes(known_defects: bool = True) -> Any:
         st.just("none"),
         st.just("real"),
         st.just("first"),
-        st.tuples(st.just("counter"), counters(known_defects)),
+        st.tuples(st.just("counter"), counters()),
         st.tuples(
             st.just("epoch"),
             st.text(alphabet="0123456789abcdef", min_size=1, max_size=9),
-            counters(known_defects),
+            counters(),
         ),
         st.tuples(st.just("junk"), junk(text)),
     )
@@ -153,8 +150,7 @@ def handshakes(known_defects: bool = True) -> Any:
         st.sampled_from(["rooms", "data", "token", "offset", "pid", "x"]), junk(text), max_size=3
     )
     namespace = st.sampled_from(["/", "/", "/", "/other", "/nowhere"])
-    raws = VALID_RAW + (BROKEN_JSON if known_defects else [])
-    raw = st.one_of(st.none(), st.none(), st.none(), st.sampled_from(raws))
+    raw = st.one_of(st.none(), st.none(), st.none(), st.sampled_from(VALID_RAW + BROKEN_JSON))
     return st.builds(Handshake, pid=pid, offset=offset, extra=extra, namespace=namespace, raw=raw)
 
 
@@ -245,11 +241,13 @@ def test_handshake_fuzz(new_store: StoreFactory, shakes: list[Handshake], drop: 
 # -- event names and raw packets ---------------------------------------------------------------------
 
 
-def event_names(known_defects: bool) -> Any:
-    names = [st.text(max_size=20), st.sampled_from(["echo", "relay", "work", "", " ", "tick", "relayed"])]
-    if known_defects:
-        names += [st.sampled_from(RESERVED), st.sampled_from(SURROGATES)]
-    return st.one_of(*names)
+def event_names() -> Any:
+    return st.one_of(
+        st.text(max_size=20),
+        st.sampled_from(["echo", "relay", "work", "", " ", "tick", "relayed"]),
+        st.sampled_from(RESERVED),
+        st.sampled_from(SURROGATES),
+    )
 
 
 RAW_JUNK = [
@@ -271,11 +269,11 @@ RAW_JUNK = [
 ]
 
 
-def packets(known_defects: bool) -> Any:
+def packets() -> Any:
     event = st.tuples(
         st.just("event"),
-        event_names(known_defects),
-        st.lists(junk(any_text if known_defects else plain_text), max_size=3),
+        event_names(),
+        st.lists(junk(any_text), max_size=3),
         st.booleans(),
     )
     return st.one_of(event, st.tuples(st.just("raw"), st.sampled_from(RAW_JUNK)))
@@ -312,7 +310,7 @@ async def events_case(store: str, sends: list[Any]) -> None:
 
 
 @settings(PROFILE_SETTINGS)
-@given(sends=st.lists(packets(known_defects=True), min_size=1, max_size=5))
+@given(sends=st.lists(packets(), min_size=1, max_size=5))
 @example(sends=[("event", "disconnect", ["transport close"], False)])
 @example(sends=[("event", "connect", [{}, {"user": "root"}], False)])
 @example(sends=[("raw", r) for r in RAW_JUNK])
