@@ -111,11 +111,12 @@ class LiveDelivery:
         sent, encoded = self.book.sent_to(namespace), self._encoded
 
         async def deliver(event: Event, held: list[str]) -> None:
-            name, *args = packet_of(event)
             rooms = event.rooms
             room = None if not rooms else rooms[0] if len(rooms) == 1 else list(rooms)
             skip = {*event.exclude, *held} if held else set(event.exclude)
             packet = encoded.pop(event.offset, None) if encoded else None
+            # an emit of this process comes encoded already; only others' are decoded and encoded
+            name, *args = packet_of(event) if packet is None else ("",)
             for sid in await compat.local_emit(self.sio, name, args, namespace, room, skip, packet):
                 sent[sid] = event.offset
 
